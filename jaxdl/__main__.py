@@ -1,0 +1,3 @@
+from jaxdl.cli import main
+
+raise SystemExit(main())

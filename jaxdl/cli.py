@@ -1,0 +1,114 @@
+"""`python -m jaxdl <command>`: exp, list, verify, bench, ps, stop, devices, launch.
+
+Every bad input ends as one `error: ...` line on stderr and a non-zero exit:
+2 bad input, 3 numerical fault, 128+N interrupted by signal N (after checkpointing).
+"""
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from jaxdl.errors import Interrupted, JaxdlError, NumericalFault
+
+REPO = Path(__file__).resolve().parent.parent
+EXPERIMENTS = REPO / "experiments"
+
+USAGE = """usage: python -m jaxdl <command> [args]
+
+commands:
+  exp NAME [--flag value ...]   run experiments/NAME (flags: python -m jaxdl exp NAME --help)
+  list                          list the experiments
+  verify                        check hand-derived gradients against autodiff
+  bench [--quick] [--out DIR]   jit vs eager (and peers) benchmark
+  ps                            list jaxdl runs on this machine
+  stop RUN_DIR                  make a run checkpoint and exit
+  devices                       list the devices JAX sees
+  launch --nproc N exp NAME ... run an experiment as N cooperating processes"""
+
+# command -> "module:function" taking argv, returning an exit code; imported lazily so a
+# broken optional room never breaks the others.
+COMMANDS = {
+    "verify": "jaxdl.verify.cli:main",
+    "bench": "jaxdl.bench.cli:main",
+    "ps": "jaxdl.runs.ps:main_ps",
+    "stop": "jaxdl.runs.ps:main_stop",
+    "devices": "jaxdl.parallel:main_devices",
+    "launch": "jaxdl.distributed:main_launch",
+}
+
+
+def experiment_names() -> list[str]:
+    names = []
+    for p in sorted(EXPERIMENTS.iterdir()) if EXPERIMENTS.is_dir() else []:
+        if p.name.startswith("_"):
+            continue
+        if p.suffix == ".py" or (p.is_dir() and (p / "__init__.py").is_file()):
+            names.append(p.stem)
+    return names
+
+
+def load_experiment(name: str):
+    names = experiment_names()
+    if name not in names:
+        raise JaxdlError(f"unknown experiment {name!r}; known: {', '.join(names)}")
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    return importlib.import_module(f"experiments.{name}")
+
+
+def run_experiment(name: str, argv: list[str]) -> int:
+    from jaxdl.config import build_parser, parse_config
+
+    module = load_experiment(name)
+    prog = f"python -m jaxdl exp {name}"
+    if "-h" in argv or "--help" in argv:
+        build_parser(module.Config, prog).print_help()
+        return 0
+    cfg = parse_config(module.Config, argv, prog)
+    if getattr(cfg, "debug_nans", False):
+        import jax
+
+        jax.config.update("jax_debug_nans", True)
+    run = module.main(cfg)
+    if run is not None:
+        print(getattr(run, "dir", run), flush=True)
+    return 0
+
+
+def _dispatch(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "exp":
+        if not rest:
+            raise JaxdlError(f"exp: name an experiment; known: {', '.join(experiment_names())}")
+        return run_experiment(rest[0], rest[1:])
+    if command == "list":
+        print("\n".join(experiment_names()))
+        return 0
+    if command not in COMMANDS:
+        raise JaxdlError(f"unknown command {command!r}; known: exp, list, {', '.join(COMMANDS)}")
+    module_name, func = COMMANDS[command].split(":")
+    return int(getattr(importlib.import_module(module_name), func)(rest) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        return _dispatch(argv)
+    except Interrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        return 128 + e.signum
+    except NumericalFault as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    except JaxdlError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""The one train step and the one loop every experiment shares."""

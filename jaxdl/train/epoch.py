@@ -1,0 +1,67 @@
+"""Epochs: reshuffled minibatches and a whole epoch as one compiled `lax.scan`.
+
+An epoch function has the signature `run_epoch(state, data, key) -> (state, metrics_S)`
+where `metrics_S` holds each metric per step (shape (S,)). `make_scan_epoch` builds it
+from a train step and a batcher `make_batches(data, key) -> batches` whose leaves have a
+leading (S, B) — shuffled slices for in-memory data, freshly drawn windows for word2vec.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+
+def num_batches(num_examples: int, batch_size: int) -> int:
+    """Full batches per epoch; the remainder (< batch_size examples) is dropped, a different
+    one each epoch since the order is reshuffled."""
+    return num_examples // batch_size
+
+
+def shuffled_batches(data, key, batch_size: int):
+    """Permute the leading axis of every leaf with one permutation, drop the remainder,
+    and reshape to (S, batch_size, ...)."""
+    n = jax.tree.leaves(data)[0].shape[0]
+    S = num_batches(n, batch_size)
+    order = jax.random.permutation(key, n)[: S * batch_size]
+    return jax.tree.map(lambda a: a[order].reshape(S, batch_size, *a.shape[1:]), data)
+
+
+def step_keys(key, num_steps: int):
+    """Per-step keys: fold the step index into the epoch's step key."""
+    return jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num_steps))
+
+
+def scan_steps(train_step, state, batches, key):
+    """Run `train_step` over the leading axis of `batches` in one `lax.scan`."""
+    S = jax.tree.leaves(batches)[0].shape[0]
+
+    def body(s, batch_and_key):
+        batch, k = batch_and_key
+        return train_step(s, batch, k)
+
+    return jax.lax.scan(body, state, (batches, step_keys(key, S)))
+
+
+def make_scan_epoch(train_step, make_batches: Callable):
+    """A jitted epoch: draw this epoch's batches from `key`, then scan the step over them.
+    The state is donated (updated in place)."""
+
+    def run_epoch(state, data, key):
+        k_batches, k_steps = jax.random.split(key)
+        return scan_steps(train_step, state, make_batches(data, k_batches), k_steps)
+
+    return jax.jit(run_epoch, donate_argnums=0)
+
+
+def loop_steps(jitted_step, state, batches, key):
+    """The same epoch as a Python loop of jitted steps (for comparison and for data that
+    does not fit on the device); returns per-step metrics stacked like `scan_steps`."""
+    S = jax.tree.leaves(batches)[0].shape[0]
+    keys = step_keys(key, S)
+    out = []
+    for i in range(S):
+        state, m = jitted_step(state, jax.tree.map(lambda a: a[i], batches), keys[i])
+        out.append(m)
+    return state, jax.tree.map(lambda *xs: jnp.stack(xs), *out)
