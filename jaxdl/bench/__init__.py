@@ -1,0 +1,1 @@
+"""`make bench`: jit vs eager (and peers) over a registry of workloads."""

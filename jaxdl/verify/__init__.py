@@ -1,0 +1,1 @@
+"""Hand-derived derivatives checked against autodiff (`make verify`)."""
