@@ -21,6 +21,9 @@ from jaxdl.data.synthetic import TRUE_B, TRUE_W, linreg_data
 from jaxdl.models.dense import linreg_apply, linreg_init
 from jaxdl.train import supervised
 
+# Flags that make a run take a few seconds; used by the generic smoke/determinism/resume tests.
+SMOKE_ARGS = ["--max-epochs", "2"]
+
 
 @dataclass
 class Config(TrainConfig):

@@ -23,6 +23,9 @@ from jaxdl.train import supervised
 
 BOOK = {"lr": 0.1, "batch_size": 256, "max_epochs": 10}
 
+# Flags that make a run take a few seconds; used by the generic smoke/determinism/resume tests.
+SMOKE_ARGS = ["--max-epochs", "3"]
+
 
 @dataclass
 class Config(TrainConfig):
