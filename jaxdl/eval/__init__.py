@@ -1,0 +1,1 @@
+"""Evaluation: metrics computed from trained parameters (link prediction, ...)."""

@@ -1,0 +1,115 @@
+"""Knowledge-graph embedding losses, and the training objective that samples negatives.
+
+Pure losses on scores (higher = more plausible), per positive, shape (B,):
+
+    margin ranking           mean_k max(0, margin - s(pos) + s(neg_k))
+    negative sampling        -(log sigma(s(pos)) + sum_k w_k log sigma(-s(neg_k))) / 2
+      uniform weights        w_k = 1 / K
+      self-adversarial       w_k = stop_gradient(softmax_k(alpha * s(neg_k)))   (Sun et al., 2019)
+
+For TransE/RotatE the score already contains the margin gamma (s = gamma - distance), so
+the negative-sampling loss is exactly the reference's -log sigma(gamma - d) - sum w log
+sigma(d - gamma), and PyKEEN's NSSA loss with margin = gamma. The 1/2 follows the
+reference code (mean of the positive and the negative part). Self-adversarial weights are
+constants for the gradient: harder negatives count more, but no gradient flows through
+their weights; alpha -> 0 gives uniform weights (both tested).
+
+Masks: `mask_BxK` (False = a negative that is a known true triple, see
+`jaxdl.data.kg.corrupt`) takes that negative out of the loss; `mask_B` (False = a padding
+positive) takes the whole row out of the mean.
+
+`kge_loss` composes sampling, scoring and a loss for one batch; `make_loss_fn` closes it
+over the hyper-parameters as `loss_fn(params, batch, key)` for `make_train_step`.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxdl.data.kg import TripleSet, corrupt
+from jaxdl.models import kge as kge_models
+
+LOSSES = ("nssa", "ns", "margin")
+
+
+def _masked_softmax(logits_BxK, mask_BxK=None):
+    if mask_BxK is None:
+        return jax.nn.softmax(logits_BxK, axis=-1)
+    w = jax.nn.softmax(jnp.where(mask_BxK, logits_BxK, -jnp.inf), axis=-1)
+    return jnp.where(mask_BxK, w, 0.0)  # a row with every negative masked gets all-zero weights
+
+
+def uniform_weights(neg_scores_BxK, mask_BxK=None):
+    """1/K per negative (1/#unmasked where masked)."""
+    return _masked_softmax(jnp.zeros_like(neg_scores_BxK), mask_BxK)
+
+
+def self_adversarial_weights(neg_scores_BxK, *, temperature: float, mask_BxK=None):
+    """stop_gradient(softmax(temperature * scores)) over the K negatives of each positive."""
+    return jax.lax.stop_gradient(_masked_softmax(temperature * neg_scores_BxK, mask_BxK))
+
+
+def negative_sampling_loss(*, pos_scores_B, neg_scores_BxK, weights_BxK):
+    """Per positive: -(log sigma(pos) + sum_k w_k log sigma(-neg_k)) / 2 (stable log_sigmoid)."""
+    positive = jax.nn.log_sigmoid(pos_scores_B)
+    negative = (weights_BxK * jax.nn.log_sigmoid(-neg_scores_BxK)).sum(-1)
+    return -(positive + negative) / 2
+
+
+def margin_ranking_loss(*, pos_scores_B, neg_scores_BxK, margin: float, mask_BxK=None):
+    """Per positive: mean over its (unmasked) negatives of max(0, margin - pos + neg)."""
+    hinge = jax.nn.relu(margin - pos_scores_B[:, None] + neg_scores_BxK)
+    return (hinge * uniform_weights(neg_scores_BxK, mask_BxK)).sum(-1)
+
+
+def loss_from_scores(pos_scores_B, neg_scores_BxK, *, loss: str = "nssa", temperature: float = 1.0,
+                     margin: float = 1.0, mask_BxK=None):
+    """Per-positive loss (B,) of the named kind: 'nssa' (self-adversarial), 'ns' (uniform
+    negative sampling) or 'margin' (margin ranking)."""
+    if loss == "nssa":
+        w = self_adversarial_weights(neg_scores_BxK, temperature=temperature, mask_BxK=mask_BxK)
+        return negative_sampling_loss(pos_scores_B=pos_scores_B, neg_scores_BxK=neg_scores_BxK, weights_BxK=w)
+    if loss == "ns":
+        w = uniform_weights(neg_scores_BxK, mask_BxK)
+        return negative_sampling_loss(pos_scores_B=pos_scores_B, neg_scores_BxK=neg_scores_BxK, weights_BxK=w)
+    if loss == "margin":
+        return margin_ranking_loss(pos_scores_B=pos_scores_B, neg_scores_BxK=neg_scores_BxK, margin=margin,
+                                   mask_BxK=mask_BxK)
+    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+
+
+def kge_loss(model: kge_models.KGEModel, params, triples_Bx3, key, *, num_entities, num_negatives: int,
+             loss: str = "nssa", temperature: float = 1.0, margin: float = 1.0, corrupt_mode: str = "both",
+             known: TripleSet | None = None, mask_B=None):
+    """One batch: draw K negatives per positive from `key` (see `corrupt`), score positives
+    and negatives, return (mean loss, metrics). `mask_B` marks real (not padding) rows."""
+    negatives = corrupt(key, triples_Bx3, num_entities=num_entities, num_negatives=num_negatives,
+                        mode=corrupt_mode, known=known)
+    h, r, t = triples_Bx3[:, 0], triples_Bx3[:, 1], triples_Bx3[:, 2]
+    pos_B = kge_models.score(model, params, h, r, t)
+    neg_BxK = kge_models.score(model, params, negatives.heads_BxK, r[:, None], negatives.tails_BxK)
+    per_positive = loss_from_scores(pos_B, neg_BxK, loss=loss, temperature=temperature, margin=margin,
+                                    mask_BxK=negatives.mask_BxK)
+    if mask_B is None:
+        mean = lambda x: x.mean()  # noqa: E731
+    else:
+        weight = mask_B.astype(per_positive.dtype)
+        mean = lambda x: (x * weight).sum() / jnp.maximum(weight.sum(), 1.0)  # noqa: E731
+    metrics = {"pos_score": mean(pos_B), "neg_score": mean(neg_BxK.mean(-1))}
+    return mean(per_positive), metrics
+
+
+def make_loss_fn(model: kge_models.KGEModel, *, num_entities, num_negatives: int, loss: str = "nssa",
+                 temperature: float = 1.0, margin: float = 1.0, corrupt_mode: str = "both",
+                 known: TripleSet | None = None):
+    """`loss_fn(params, batch, key) -> (loss, metrics)` for `make_train_step`; `batch` is
+    {'triples': int32 (B, 3)} with an optional {'mask': bool (B,)} for padded rows."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+
+    def loss_fn(params, batch, key):
+        return kge_loss(model, params, batch["triples"], key, num_entities=num_entities,
+                        num_negatives=num_negatives, loss=loss, temperature=temperature, margin=margin,
+                        corrupt_mode=corrupt_mode, known=known, mask_B=batch.get("mask"))
+
+    return loss_fn

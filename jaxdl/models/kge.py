@@ -1,0 +1,128 @@
+"""Knowledge-graph embedding models as pure functions: TransE, RotatE, DistMult.
+
+Parameters are a dict {'entity': E_NxDe, 'relation': R_RxDr}; hyper-parameters live in a
+frozen, hashable `KGEModel` (usable as a static argument of `jax.jit`). A score is high
+for a plausible triple:
+
+    TransE   (Bordes et al., 2013)  s = gamma - ||h + r - t||_p            (p = 1 or 2)
+    RotatE   (Sun et al., 2019)     s = gamma - sum_i |h_i * e^{i theta_i} - t_i|   (complex)
+    DistMult (Yang et al., 2015)    s = sum_i h_i r_i t_i
+
+`score(model, params, h, r, t)` takes integer id arrays that broadcast against each
+other, so one function scores a batch of positives (B,), B x K negatives ((B, K) heads or
+tails against (B, 1) relations) and one query against every entity ((B, 1) vs (1, E)).
+
+Initialisation follows the reference code of Sun et al. (KnowledgeGraphEmbedding,
+`model.py`): every embedding uniform on +-(gamma + epsilon) / dim with epsilon = 2; RotatE
+entities have 2 * dim reals (real and imaginary halves) and its relation embeddings are
+phases theta = r / (embedding_range / pi), i.e. uniform on [-pi, pi].
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import jax
+import jax.numpy as jnp
+
+MODELS = ("transe", "rotate", "distmult")
+
+
+@dataclass(frozen=True)
+class KGEModel:
+    """Which score function and its hyper-parameters.
+
+    name: 'transe' | 'rotate' | 'distmult'; dim: embedding size (complex size for RotatE);
+    gamma: the margin in the TransE/RotatE score (unused by DistMult's score, still sets
+    the init range); epsilon: init range slack; p: TransE's norm (1 or 2).
+    """
+
+    name: str = "transe"
+    dim: int = 50
+    gamma: float = 12.0
+    epsilon: float = 2.0
+    p: int = 1
+
+    def __post_init__(self):
+        if self.name not in MODELS:
+            raise ValueError(f"model must be one of {MODELS}, got {self.name!r}")
+        if self.p not in (1, 2):
+            raise ValueError(f"p must be 1 or 2, got {self.p}")
+
+    @property
+    def embedding_range(self) -> float:
+        return (self.gamma + self.epsilon) / self.dim
+
+    @property
+    def entity_dim(self) -> int:
+        return 2 * self.dim if self.name == "rotate" else self.dim
+
+    @property
+    def relation_dim(self) -> int:
+        return self.dim
+
+
+def init(key, model: KGEModel, num_entities: int, num_relations: int, dtype=jnp.float32) -> dict:
+    """{'entity': (num_entities, entity_dim), 'relation': (num_relations, relation_dim)},
+    every entry uniform on +-embedding_range."""
+    k_ent, k_rel = jax.random.split(key)
+    a = model.embedding_range
+    return {"entity": jax.random.uniform(k_ent, (num_entities, model.entity_dim), dtype, -a, a),
+            "relation": jax.random.uniform(k_rel, (num_relations, model.relation_dim), dtype, -a, a)}
+
+
+def _safe_norm(sq):
+    """sqrt(sq) with gradient 0 (not inf) where sq == 0."""
+    positive = sq > 0
+    return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+
+
+def transe_score(h_xD, r_xD, t_xD, *, gamma: float, p: int = 1):
+    """gamma - ||h + r - t||_p over the last axis (leading axes broadcast)."""
+    diff = h_xD + r_xD - t_xD
+    if p == 1:
+        return gamma - jnp.abs(diff).sum(-1)
+    return gamma - _safe_norm(jnp.square(diff).sum(-1))
+
+
+def rotate_score(h_x2D, phase_xD, t_x2D, *, gamma: float):
+    """gamma - sum_i |h_i e^{i phase_i} - t_i|; entity vectors hold [real half, imaginary half]."""
+    re_h, im_h = jnp.split(h_x2D, 2, axis=-1)
+    re_t, im_t = jnp.split(t_x2D, 2, axis=-1)
+    re_r, im_r = jnp.cos(phase_xD), jnp.sin(phase_xD)
+    re = re_h * re_r - im_h * im_r - re_t
+    im = re_h * im_r + im_h * re_r - im_t
+    return gamma - _safe_norm(re * re + im * im).sum(-1)
+
+
+def distmult_score(h_xD, r_xD, t_xD):
+    """sum_i h_i r_i t_i (a trilinear product; symmetric in h and t)."""
+    return (h_xD * r_xD * t_xD).sum(-1)
+
+
+def score_embeddings(model: KGEModel, h_emb, r_emb, t_emb):
+    """The model's score of embedded triples (raw relation parameters for RotatE)."""
+    if model.name == "transe":
+        return transe_score(h_emb, r_emb, t_emb, gamma=model.gamma, p=model.p)
+    if model.name == "rotate":
+        return rotate_score(h_emb, r_emb * (math.pi / model.embedding_range), t_emb, gamma=model.gamma)
+    return distmult_score(h_emb, r_emb, t_emb)
+
+
+def score(model: KGEModel, params: dict, h, r, t):
+    """Scores of triples given as integer ids; h, r, t broadcast against each other and the
+    result has their broadcast shape (e.g. (B,), (B, K), (B, E))."""
+    ent, rel = params["entity"], params["relation"]
+    return score_embeddings(model, ent[h], rel[r], ent[t])
+
+
+def score_all_tails(model: KGEModel, params: dict, h_B, r_B):
+    """scores_BxE of (h, r, e) for every entity e."""
+    everyone = jnp.arange(params["entity"].shape[0])[None, :]
+    return score(model, params, h_B[:, None], r_B[:, None], everyone)
+
+
+def score_all_heads(model: KGEModel, params: dict, r_B, t_B):
+    """scores_BxE of (e, r, t) for every entity e."""
+    everyone = jnp.arange(params["entity"].shape[0])[None, :]
+    return score(model, params, everyone, r_B[:, None], t_B[:, None])
