@@ -34,10 +34,24 @@ class Workload:
 
 
 def discover() -> list[Workload]:
+    """Every room's workloads, rooms in name order. A room whose module fails to import
+    (or whose `workloads()` raises) appears as one workload named after the room that
+    raises that error when run, so the other rooms still run and the failure is recorded."""
     import jaxdl.bench as pkg
 
     found: list[Workload] = []
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
         if info.name.startswith("workloads_"):
-            found.extend(importlib.import_module(f"jaxdl.bench.{info.name}").workloads())
+            room = info.name[len("workloads_"):]
+            try:
+                found.extend(importlib.import_module(f"jaxdl.bench.{info.name}").workloads())
+            except Exception as e:  # noqa: BLE001 -- reported as that room's failure
+                found.append(Workload(f"{room} (import)", _raiser(e), group=room))
     return found
+
+
+def _raiser(error: Exception) -> Callable[[BenchContext], dict]:
+    def run(ctx: BenchContext) -> dict:
+        raise error
+
+    return run

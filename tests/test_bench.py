@@ -1,0 +1,105 @@
+"""`make bench`: the quick run end to end (schema of bench.json), the harness's handling of
+bad flags and failing workloads, and the FLOP counts behind `peak_fraction`."""
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import jax
+import pytest
+
+from jaxdl.bench import cli as bench_cli
+from jaxdl.bench import workloads_core as core
+from jaxdl.bench.registry import Workload
+from jaxdl.models import dense
+from jaxdl.train.optim import sgd
+from jaxdl.train.step import init_state, make_train_step
+from jaxdl.train.supervised import classification_loss
+
+CORE = ("linreg_step", "softmax_step", "mlp_step", "softmax_epoch")
+HAVE_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def test_quick_bench_writes_the_table_and_bench_json(tmp_path, cli):
+    out = tmp_path / "bench"
+    proc = cli("bench", "--quick", "--out", str(out), "--threads", "2")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == str(out)  # the folder, last
+    assert "% of peak" in proc.stdout and "speed-up" in proc.stdout
+    bench = json.loads((out / "bench.json").read_text())
+    assert bench["peak_gflops"] > 0 and bench["threads"] == 2 and bench["threads_pinned"] is True
+    assert bench["quick"] is True and {"cpu", "jax", "loadavg_start"} <= set(bench["machine"])
+    records = {r["name"]: r for r in bench["workloads"]}
+    assert set(CORE) <= set(records)
+    failed = {name: r["error"] for name, r in records.items() if "error" in r}
+    assert not failed, failed
+    for name in CORE:
+        r = records[name]
+        for key in ("eager_ms", "jit_ms", "compile_ms", "gflop", "peak_fraction", "speedup"):
+            assert isinstance(r[key], float) and r[key] > 0, (name, key, r.get(key))
+        assert r["jit_p10_ms"] <= r["jit_ms"] <= r["jit_p90_ms"]
+        assert r["peak_fraction"] == pytest.approx(r["gflop"] / (r["jit_ms"] / 1e3) / bench["peak_gflops"])
+    epoch = records["softmax_epoch"]
+    assert epoch["scan_ms"] == epoch["jit_ms"] and epoch["loop_ms"] > 0 and epoch["scan_copy_ms"] > 0
+    assert epoch["scan_vs_loop_max_abs_diff"] < 1e-5  # both forms train identically
+    if HAVE_TORCH:
+        assert records["mlp_step"]["peer_torch_eager_ms"] > 0
+        assert records["mlp_step"]["ratio_torch_eager"] == pytest.approx(
+            records["mlp_step"]["jit_ms"] / records["mlp_step"]["peer_torch_eager_ms"])
+        assert epoch["peer_torch_dataloader_ms"] > 0 and epoch["peer_torch_slicing_ms"] > 0
+    if "skipped" not in records.get("matcalc_jacobian", {"skipped": ""}):
+        assert records["matcalc_jacobian"]["max_abs_err_vs_closed_form"] < 1e-3
+    assert (out / "bench.png").stat().st_size > 0
+    assert json.loads((out / "summary.json").read_text())["finished"] is True
+
+
+def test_a_failing_workload_is_recorded_and_the_run_goes_on(tmp_path, monkeypatch, capsys):
+    def boom(ctx):
+        raise RuntimeError("kaput")
+
+    def fine(ctx):
+        assert ctx.quick and ctx.peak_gflops > 0
+        return {"jit_ms": 2.0, "eager_ms": 50.0, "gflop": 0.001, "peer_other_ms": 4.0}
+
+    monkeypatch.setattr(bench_cli, "discover", lambda: [Workload("boom", boom), Workload("fine", fine)])
+    assert bench_cli.main(["--quick", "--out", str(tmp_path)]) == 1
+    assert capsys.readouterr().out.strip().splitlines()[-1] == str(tmp_path)
+    records = {r["name"]: r for r in json.loads((tmp_path / "bench.json").read_text())["workloads"]}
+    assert records["boom"]["error"] == "RuntimeError: kaput" and "Traceback" in records["boom"]["traceback"]
+    fine_r = records["fine"]
+    assert fine_r["speedup"] == 25.0 and fine_r["ratio_other"] == 0.5
+    assert fine_r["achieved_gflops"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench", "--only", "no_such_workload"], "unknown workload 'no_such_workload'"),
+    (["bench", "--threads", "0"], "--threads 0"),
+    (["bench", "--frobnicate"], "unrecognized arguments"),
+])
+def test_bad_flags_are_one_line_and_exit_2(argv, message, capsys):
+    from jaxdl.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+
+
+def test_only_selects_by_name_or_group():
+    found = [Workload("a", None, "core"), Workload("b", None, "kge"), Workload("c", None, "kge")]
+    assert [w.name for w in bench_cli.select(found, "a")] == ["a"]
+    assert [w.name for w in bench_cli.select(found, "kge")] == ["b", "c"]
+    assert [w.name for w in bench_cli.select(found, "")] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("hidden", [[], [256], [64, 32]])
+def test_flop_count_matches_xla_cost_analysis(hidden):
+    """The hand count (matmuls only) against XLA's count of the compiled step (which also
+    counts the element-wise work, well under 2% here)."""
+    key = jax.random.key(0)
+    state = init_state(dense.mlp_init(key, 784, hidden, 10), sgd(0.1))
+    batch = core.classification_data(key, 256, 784, 10)
+    step = make_train_step(classification_loss(dense.mlp_apply), sgd(0.1))
+    xla_flops = jax.jit(step).lower(state, batch, key).compile().cost_analysis()["flops"]
+    hand = core.dense_train_gflop(256, [784, *hidden, 10]) * 1e9
+    assert hand == pytest.approx(xla_flops, rel=0.02)
+    assert hand < xla_flops  # what the hand count leaves out is extra work, never less
