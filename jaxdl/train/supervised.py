@@ -14,7 +14,7 @@ import numpy as np
 
 from jaxdl import losses
 from jaxdl.config import to_dict
-from jaxdl.parallel import data_parallel, select_devices
+from jaxdl.parallel import check_divisible, data_parallel, select_devices
 from jaxdl.runs.plots import plot_curves
 from jaxdl.runs.run import Run
 from jaxdl.train.epoch import shuffled_batches
@@ -71,11 +71,12 @@ def make_evaluator(apply_fn, splits: dict[str, tuple[np.ndarray, np.ndarray]], *
 
 
 def train(cfg, *, experiment: str, params, loss_fn, data: dict, evaluate_params=None, monitor=None,
-          patience=None, eval_every: int = 1):
+          patience=None, eval_every: int = 1, resume_hint: str | None = None):
     """Train `params` on in-memory `data` (a dict of arrays with a leading example axis).
 
     Uses cfg.{seed, lr, batch_size, max_epochs, optimizer, devices, parallel, ckpt_every,
-    out, resume, progress}. Returns (run, FitResult).
+    out, resume, progress}. `resume_hint`: the command an interruption message names
+    (default: resume this run folder). Returns (run, FitResult).
     """
     devices = select_devices(cfg.devices)
     n = len(jax.tree.leaves(data)[0])
@@ -83,8 +84,9 @@ def train(cfg, *, experiment: str, params, loss_fn, data: dict, evaluate_params=
         from jaxdl.errors import JaxdlError
 
         raise JaxdlError(f"--batch-size {cfg.batch_size}: larger than the {n} training examples")
+    check_divisible(cfg.batch_size, len(devices))
     run = Run.open(experiment, to_dict(cfg), out=cfg.out, resume=cfg.resume,
-                   devices=[d.id for d in devices])
+                   devices=[d.id for d in devices], is_writer=jax.process_index() == 0)
     try:
         optimizer = make_optimizer(getattr(cfg, "optimizer", "sgd"), cfg.lr)
         key = jax.random.key(cfg.seed)
@@ -99,7 +101,7 @@ def train(cfg, *, experiment: str, params, loss_fn, data: dict, evaluate_params=
                      max_epochs=cfg.max_epochs, ckpt_every=cfg.ckpt_every, evaluate=evaluate,
                      eval_every=eval_every, monitor=monitor, patience=patience,
                      to_host=dp.to_host, from_host=dp.from_host, progress=cfg.progress,
-                     resume_hint=f"python -m jaxdl exp {experiment} --resume {run.dir}")
+                     resume_hint=resume_hint or f"python -m jaxdl exp {experiment} --resume {run.dir}")
         result.extra["train_seconds"] = time.perf_counter() - t0
         result.extra["median_epoch_seconds"] = median_seconds(result.epoch_seconds)
         result.state = dp.to_host(result.state)
