@@ -80,22 +80,28 @@ def _as_inputs(f, x, baseline, *, allow_none: bool = False):
     if not jnp.issubdtype(dtype, jnp.floating):
         dtype = jnp.float32
     x, baseline = x.astype(dtype), baseline.astype(dtype)
-    _check_score_fn(f, d, dtype)
+    _check_callable(f, d)
     return x, baseline
 
 
-def _check_score_fn(f, d: int, dtype) -> None:
+def _check_callable(f, d: int) -> None:
     if not callable(f):
         raise JaxdlError(f"f must be a function mapping a batch (B, {d}) to scores (B,), got {type(f).__name__}")
+
+
+def _scores(f, X_BxD):
+    """f(X) with its contract checked while tracing (once per compilation): one score per row."""
     try:
-        out = jax.eval_shape(f, jax.ShapeDtypeStruct((3, d), dtype))
+        out = f(X_BxD)
+    except JaxdlError:
+        raise
     except Exception as e:  # the user's function failed on a well-formed batch
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise JaxdlError(f"f failed on a batch of shape (3, {d}): {first}") from None
-    shape = getattr(out, "shape", None)
-    if shape != (3,):
-        raise JaxdlError(f"f must map a batch (B, {d}) to one score per row (B,), but a (3, {d}) batch gave "
-                         f"{shape}; pick one output, e.g. lambda X: model(X)[:, k]")
+        raise JaxdlError(f"f failed on a batch of shape {tuple(X_BxD.shape)}: {first}") from None
+    if jnp.shape(out) != X_BxD.shape[:1]:
+        raise JaxdlError(f"f must map a batch (B, D) to one score per row (B,), but a batch of shape "
+                         f"{tuple(X_BxD.shape)} gave {jnp.shape(out)}; pick one output, e.g. lambda X: model(X)[:, k]")
+    return out
 
 
 def _check_batch_size(batch_size: int) -> int:
@@ -144,8 +150,8 @@ def _leave_one_out(f, x_D, bg_NxD):
     eye_DxD = jnp.eye(d, dtype=bool)
     # masked[i, b] = x with feature i set to background row b's value: (D, N, D)
     masked_DxNxD = jnp.where(eye_DxD[:, None, :], bg_NxD[None, :, :], x_D[None, None, :])
-    scores_DxN = f(masked_DxNxD.reshape(d * n, d)).reshape(d, n)
-    return f(x_D[None])[0] - scores_DxN.mean(axis=1)
+    scores_DxN = _scores(f, masked_DxNxD.reshape(d * n, d)).reshape(d, n)
+    return _scores(f, x_D[None])[0] - scores_DxN.mean(axis=1)
 
 
 def leave_one_out(f, x, baseline) -> jax.Array:
@@ -194,7 +200,7 @@ def _shapley_exact(f, x_D, bg_NxD, batch_size):
         s_K = c * k_per_chunk + jnp.arange(k_per_chunk, dtype=jnp.int32)  # coalition id = bitmask
         in_KxD = ((s_K[:, None] >> bits_D) & 1).astype(bool)
         inputs_KxNxD = jnp.where(in_KxD[:, None, :], x_D, bg_NxD[None])
-        return None, f(inputs_KxNxD.reshape(k_per_chunk * n, d)).reshape(k_per_chunk, n).mean(axis=1)
+        return None, _scores(f, inputs_KxNxD.reshape(k_per_chunk * n, d)).reshape(k_per_chunk, n).mean(axis=1)
 
     _, value_CxK = jax.lax.scan(chunk_values, None, jnp.arange(num_chunks))
     value_S = value_CxK.reshape(1 << d)  # v(S) for every coalition S, indexed by its bitmask
@@ -213,8 +219,8 @@ def _shapley_exact(f, x_D, bg_NxD, batch_size):
 def _shapley_sampling(f, x_D, bg_NxD, key, pairs_per_row, batch_size):
     d, n = x_D.shape[0], bg_NxD.shape[0]
     num_pairs = pairs_per_row * n
-    output = f(x_D[None])[0]
-    base_N = f(bg_NxD)
+    output = _scores(f, x_D[None])[0]
+    base_N = _scores(f, bg_NxD)
     # A uniformly random permutation per pair, held as ranks: rank_PxD[p, i] = position of
     # feature i. Pair p is walked against background row p % n (every row equally often).
     rank_PxD = jnp.argsort(jnp.argsort(jax.random.uniform(key, (num_pairs, d)), axis=1), axis=1)
@@ -226,7 +232,7 @@ def _shapley_sampling(f, x_D, bg_NxD, key, pairs_per_row, batch_size):
         b_D = bg_NxD[row]
         fwd_KxD = rank_D[None, :] < prefix_K[:, None]  # first k features of the permutation
         rev_KxD = rank_D[None, :] >= d - prefix_K[:, None]  # first k of the reversed permutation
-        scores_2K = f(jnp.where(jnp.concatenate([fwd_KxD, rev_KxD]), x_D, b_D))
+        scores_2K = _scores(f, jnp.where(jnp.concatenate([fwd_KxD, rev_KxD]), x_D, b_D))
         ends = (base_N[row][None], output[None])
         walk_fwd = jnp.concatenate([ends[0], scores_2K[: d - 1], ends[1]])  # v(prefix of size 0..d)
         walk_rev = jnp.concatenate([ends[0], scores_2K[d - 1:], ends[1]])
@@ -305,7 +311,7 @@ def shapley(f, x, baseline, *, method: str = "exact", num_samples: int = 512, ke
 
 def _row_grad(f):
     """Gradient of f at each row of a batch, exact for any f (rows never mix)."""
-    return jax.vmap(jax.grad(lambda z_D: f(z_D[None])[0]))
+    return jax.vmap(jax.grad(lambda z_D: _scores(f, z_D[None])[0]))
 
 
 def _quadrature(steps: int, rule: str):
