@@ -67,11 +67,16 @@ def run_experiment(name: str, argv: list[str]) -> int:
         build_parser(module.Config, prog).print_help()
         return 0
     cfg = parse_config(module.Config, argv, prog)
-    if getattr(cfg, "debug_nans", False):
-        import jax
+    import contextlib
 
-        jax.config.update("jax_debug_nans", True)
-    run = module.main(cfg)
+    import jax
+
+    from jaxdl.runs import signals
+
+    nan_checks = jax.debug_nans(True) if getattr(cfg, "debug_nans", False) else contextlib.nullcontext()
+    # From here on SIGINT/SIGTERM/SIGHUP end the run cleanly wherever it is (see runs/signals.py).
+    with signals.graceful(), nan_checks:
+        run = module.main(cfg)
     if run is not None:
         print(getattr(run, "dir", run), flush=True)
     return 0

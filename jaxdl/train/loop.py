@@ -4,15 +4,20 @@
 (a jitted `lax.scan` epoch, a vmapped federated round, a pmapped epoch, ...) once per
 epoch, and around it does what every run needs:
 
-  * keys: epoch e uses `fold_in(key, e)`, so the data order and every draw depend only
-    on (seed, epoch): an interrupted and resumed run is bit-for-bit the uninterrupted one;
+  * keys: epoch e (0-based) uses `fold_in(key, e)`, so the data order and every draw depend
+    only on (seed, epoch): an interrupted and resumed run is bit-for-bit the uninterrupted one;
   * metrics: per-epoch means of the step metrics, plus `evaluate(state)` every
-    `eval_every` epochs, appended to metrics.jsonl;
-  * checkpoints every `ckpt_every` epochs, at the end, and on SIGINT/SIGTERM (the current
-    epoch finishes first), then `Interrupted` is raised with the command that resumes;
-  * a NaN/inf loss or gradient stops the run (`NumericalFault`) naming epoch and step;
+    `eval_every` epochs, appended to metrics.jsonl (epochs numbered from 1);
+  * checkpoints (jaxdl/runs/checkpoint.py) every `ckpt_every` epochs, at the end, and on
+    SIGINT/SIGTERM/SIGHUP: the current epoch finishes first, then `Interrupted` is raised
+    with the command that resumes (jaxdl/runs/signals.py says what a signal means when);
+  * a NaN/inf loss or gradient stops the run (`NumericalFault`) naming the epoch and step;
+    nothing non-finite is ever checkpointed, so the last checkpoint is the last good state;
   * early stopping on a monitored evaluation metric with `patience` (keeps the best params);
   * a progress bar.
+
+A checkpoint holds the full state (params, optimizer state, step), the best params, the key
+and the early-stopping bookkeeping; resuming restores them and continues at the next epoch.
 """
 from __future__ import annotations
 
@@ -21,7 +26,6 @@ import signal
 import statistics
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +33,7 @@ import jax
 import numpy as np
 
 from jaxdl.errors import Interrupted, JaxdlError, NumericalFault
-from jaxdl.runs import checkpoint
+from jaxdl.runs import checkpoint, signals
 from jaxdl.runs.run import CKPT_DIR, Run
 
 
@@ -46,31 +50,9 @@ class FitResult:
     extra: dict = field(default_factory=dict)
 
 
-@contextmanager
-def _signals_deferred():
-    """Record SIGINT/SIGTERM instead of dying; a second SIGINT interrupts at once."""
-    received: list[int] = []
-    previous = {}
-
-    def handler(signum, frame):
-        if received and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        received.append(signum)
-
-    try:
-        for s in (signal.SIGINT, signal.SIGTERM):
-            previous[s] = signal.signal(s, handler)
-    except ValueError:  # not the main thread: leave signals alone
-        previous = {}
-    try:
-        yield received
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-def _epoch_record(epoch: int, step_metrics: dict) -> tuple[dict, int | None]:
-    """Means of the step metrics, and the first step whose loss/grads were not finite."""
+def _epoch_record(epoch: int, step_metrics: dict) -> tuple[dict, int | None, int]:
+    """Means of the step metrics, the first step whose loss/grads were not finite (or
+    None), and the number of steps."""
     host = jax.device_get(step_metrics)
     finite = np.asarray(host.pop("finite", True)).reshape(-1)
     bad = None if finite.all() else int(np.argmin(finite))
@@ -78,7 +60,12 @@ def _epoch_record(epoch: int, step_metrics: dict) -> tuple[dict, int | None]:
     for name, values in host.items():
         arr = np.asarray(values, np.float64)
         record[f"train_{name}"] = float(arr.mean()) if arr.size else float("nan")
-    return record, bad
+    return record, bad, finite.size
+
+
+def _all_finite(tree) -> bool:
+    return all(np.isfinite(a).all() for a in jax.tree.leaves(tree)
+               if np.issubdtype(np.asarray(a).dtype, np.inexact))
 
 
 def _progress(enabled: bool, description: str):
@@ -107,74 +94,123 @@ def fit(
     progress: bool = True,
     resume_hint: str = "",
 ) -> FitResult:
-    """Train for epochs start..max_epochs (resuming from the run's newest checkpoint)."""
+    """Train for epochs start..max_epochs, resuming from the run's newest checkpoint.
+
+    Args:
+      run: the open run folder (metrics, checkpoints); only its writer process writes.
+      state: the initial train state (used as is when there is no checkpoint, and as the
+        template the checkpoint is restored into).
+      epoch_fn: `(state, epoch_key) -> (state, step_metrics)`; step metrics are arrays with
+        a leading step axis and may include a boolean 'finite'.
+      key: the run's key; epoch e gets `fold_in(key, e)`.
+      to_host / from_host: move a state off / onto the devices (for checkpoints).
+      resume_hint: the command that resumes, for the interruption message.
+    Returns:
+      FitResult (state on the devices, all records, seconds per epoch of this process).
+    Raises:
+      Interrupted after checkpointing, on SIGINT/SIGTERM/SIGHUP; NumericalFault on NaN/inf;
+      JaxdlError when a checkpoint is damaged or belongs to another config.
+    """
+    if max_epochs < 1 or ckpt_every < 1 or eval_every < 1:
+        raise JaxdlError(f"max_epochs, ckpt_every and eval_every must be >= 1 "
+                         f"(got {max_epochs}, {ckpt_every}, {eval_every})")
+    hint = resume_hint or f"--resume {run.dir}"
     mngr = checkpoint.manager(run.dir / CKPT_DIR) if run.is_writer else None
     key_data = jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-    host_state = to_host(state)
-    template = {"state": host_state, "best_params": params_of(host_state), "key": key_data}
-    start, best_value, best_epoch, bad_evals, best_params = 0, None, None, 0, None
-    restored = checkpoint.restore(mngr, template) if mngr is not None else None
-    if restored is not None:
-        tree, meta, start = restored
-        if not np.array_equal(np.asarray(tree["key"]), np.asarray(key_data)):
-            raise JaxdlError(f"{run.dir}: checkpoint was made with a different seed")
-        state = from_host(tree["state"])
-        best_value, best_epoch, bad_evals = meta.get("best_value"), meta.get("best_epoch"), meta.get("bad_evals", 0)
-        best_params = tree["best_params"] if best_epoch is not None else None
-        print(f"resumed {run.dir} at epoch {start}", flush=True)
-
-    records = [r for r in run.metrics() if r.get("epoch", 0) <= start]
-    seconds: list[float] = []
+    start, best_value, best_epoch, bad_evals, best_params, stopped_early = 0, None, None, 0, None, False
     sign = 1.0 if monitor is None or monitor[1] == "max" else -1.0
-    stopped_early = False
+    seconds: list[float] = []
+    saved: set[int] = set()
 
-    def save(epoch: int) -> None:
-        if mngr is None:
-            return
-        host = to_host(state)
-        best = best_params if best_params is not None else params_of(host)
-        checkpoint.save(mngr, epoch, {"state": host, "best_params": best, "key": key_data},
-                        {"epoch": epoch, "best_value": best_value, "best_epoch": best_epoch, "bad_evals": bad_evals})
+    with signals.deferred() as received:
+        if mngr is not None:
+            host_state = to_host(state)
+            template = {"state": host_state, "best_params": params_of(host_state), "key": key_data}
+            restored = checkpoint.restore(mngr, template)
+            saved = set(mngr.all_steps())
+            if restored is not None:
+                tree, meta, start = restored
+                if not np.array_equal(np.asarray(tree["key"]), np.asarray(key_data)):
+                    raise JaxdlError(f"{run.dir}: its checkpoint was made with another seed; resume with the "
+                                     f"run's own --seed")
+                if start > max_epochs:
+                    raise JaxdlError(f"{run.dir}: the run has reached epoch {start}; give --max-epochs {start} "
+                                     f"or more (it is {max_epochs})")
+                state = from_host(tree["state"])
+                best_value, best_epoch = meta.get("best_value"), meta.get("best_epoch")
+                bad_evals, stopped_early = meta.get("bad_evals", 0), bool(meta.get("stopped_early", False))
+                best_params = tree["best_params"] if best_epoch is not None else None
+                print(f"resumed {run.dir} at epoch {start}" + (" (it had stopped early)" if stopped_early else ""),
+                      flush=True)
+        run.commit()  # the checkpoint fits this config: now record the invocation
+        records = [r for r in run.metrics() if isinstance(r.get("epoch"), int) and r["epoch"] <= start]
 
-    epoch = start
-    with _signals_deferred() as received, _progress(progress, run.experiment) as bar:
-        task = bar.add_task(run.experiment, total=max_epochs, completed=start, status="")
-        while epoch < max_epochs and not stopped_early:
-            t0 = time.perf_counter()
-            state, step_metrics = epoch_fn(state, jax.random.fold_in(key, epoch))
-            jax.block_until_ready(state)
-            epoch += 1
-            record, bad_step = _epoch_record(epoch, step_metrics)
-            if bad_step is not None:
-                last = sorted(mngr.all_steps())[-1] if mngr is not None and mngr.all_steps() else None
-                kept = f"last good checkpoint: epoch {last}" if last is not None else "no checkpoint was written yet"
-                raise NumericalFault(f"loss or gradient became NaN/inf at epoch {epoch}, step {bad_step + 1}; "
-                                     f"{kept}; rerun with --debug-nans to find the operation")
-            if evaluate is not None and (epoch % eval_every == 0 or epoch == max_epochs):
-                record.update(evaluate(state))
-                if monitor is not None:
-                    value = record[monitor[0]]
-                    if best_value is None or sign * value > sign * best_value:
-                        best_value, best_epoch, bad_evals = float(value), epoch, 0
-                        best_params = jax.device_get(params_of(to_host(state)))
-                    else:
-                        bad_evals += 1
-                        stopped_early = patience is not None and bad_evals >= patience
-            seconds.append(time.perf_counter() - t0)
-            records.append(record)
-            run.append_metrics(record, seconds=seconds[-1])
-            loss = record.get("train_loss", math.nan)
-            bar.update(task, completed=epoch, status=f"loss {loss:.4g}")
-            if epoch % ckpt_every == 0 or epoch == max_epochs or stopped_early or received:
+        def save(epoch: int) -> None:
+            if mngr is None or epoch in saved:
+                return
+            host = jax.device_get(to_host(state))
+            if not _all_finite(params_of(host)):
+                run.note = f"NaN/inf parameters after epoch {epoch}"
+                raise NumericalFault(f"the parameters became NaN/inf in epoch {epoch} (its "
+                                     f"loss and gradients were finite); {_kept()}; rerun with --debug-nans")
+            best = best_params if best_params is not None else params_of(host)
+            checkpoint.save(mngr, epoch, {"state": host, "best_params": best, "key": key_data},
+                            {"epoch": epoch, "best_value": best_value, "best_epoch": best_epoch,
+                             "bad_evals": bad_evals, "stopped_early": stopped_early})
+            saved.add(epoch)
+
+        def _kept() -> str:
+            return f"last good checkpoint: epoch {max(saved)}" if saved else "no checkpoint was written yet"
+
+        def interrupt(epoch: int) -> Interrupted:
+            name = signal.Signals(received[0]).name
+            if epoch > start or start > 0:
                 save(epoch)
-            if received:
-                name = signal.Signals(received[0]).name
-                hint = resume_hint or f"--resume {run.dir}"
-                raise Interrupted(f"{name} at epoch {epoch}: checkpoint saved in {run.dir}; resume with: {hint}",
-                                  received[0])
-        if epoch > start and mngr is not None and epoch not in mngr.all_steps():
-            save(epoch)
+                what = f"{name} at epoch {epoch}: checkpoint of epoch {epoch} saved in {run.dir}; resume with: {hint}"
+            else:
+                what = f"{name} before the first epoch finished; nothing to checkpoint; start it again with: {hint}"
+            run.note = f"{name} at epoch {epoch}"
+            return Interrupted(what, received[0])
 
+        epoch = start
+        with _progress(progress, run.experiment) as bar:
+            task = bar.add_task(run.experiment, total=max_epochs, completed=start, status="")
+            while epoch < max_epochs and not stopped_early:
+                if received:  # arrived while restoring or while the last checkpoint was written
+                    raise interrupt(epoch)
+                t0 = time.perf_counter()
+                state, step_metrics = epoch_fn(state, jax.random.fold_in(key, epoch))
+                jax.block_until_ready(state)
+                epoch += 1
+                record, bad_step, num_steps = _epoch_record(epoch, step_metrics)
+                if bad_step is not None:
+                    run.note = f"NaN/inf at epoch {epoch}, step {bad_step + 1}"
+                    raise NumericalFault(f"loss or gradient became NaN/inf at epoch {epoch}, step {bad_step + 1} "
+                                         f"of {num_steps}; {_kept()}; rerun with --debug-nans to find the "
+                                         f"operation (and a smaller --lr if it is too large)")
+                if evaluate is not None and (epoch % eval_every == 0 or epoch == max_epochs):
+                    record.update(evaluate(state))
+                    if monitor is not None:
+                        value = record[monitor[0]]
+                        if best_value is None or sign * value > sign * best_value:
+                            best_value, best_epoch, bad_evals = float(value), epoch, 0
+                            best_params = jax.device_get(params_of(to_host(state)))
+                        else:
+                            bad_evals += 1
+                            stopped_early = patience is not None and bad_evals >= patience
+                seconds.append(time.perf_counter() - t0)
+                records.append(record)
+                run.append_metrics(record, seconds=seconds[-1])
+                loss = record.get("train_loss", math.nan)
+                bar.update(task, completed=epoch, status=f"loss {loss:.4g}")
+                if epoch % ckpt_every == 0 or epoch == max_epochs or stopped_early:
+                    save(epoch)
+            if epoch > start:
+                save(epoch)
+            if received:  # arrived during the last epoch or its checkpoint
+                raise interrupt(epoch)
+    signals.set_context(f"after training (checkpoint of epoch {epoch} saved) but before the run was "
+                        f"finished; finish it with: {hint}")
     return FitResult(state, records, seconds, epoch, best_params, best_epoch, best_value, stopped_early)
 
 
