@@ -227,6 +227,7 @@ def synthetic_kg(seed: int = 0, *, side: int = 10, offsets=GRID_OFFSETS, valid_f
 # Known triples on device, and negatives drawn on device
 # ---------------------------------------------------------------------------------------
 _PAD_KEY = np.iinfo(np.int32).max
+CORRUPT_MODES = ("both", "mixed", "head", "tail")
 
 
 class TripleSet(NamedTuple):
@@ -299,12 +300,14 @@ def corrupt(key, triples_Bx3, *, num_entities, num_negatives: int, mode: str = "
     known true triples are masked out (`mask_BxK` False) rather than redrawn, so shapes
     stay static; the losses ignore masked negatives. `num_entities` may be a traced scalar.
     """
-    if mode not in ("both", "head", "tail"):
-        raise ValueError(f"mode must be 'both', 'head' or 'tail', got {mode!r}")
+    if mode not in CORRUPT_MODES:
+        raise ValueError(f"mode must be one of {CORRUPT_MODES}, got {mode!r}")
     B = triples_Bx3.shape[0]
     h, r, t = (triples_Bx3[:, i : i + 1] for i in range(3))
     k_side, k_ent = jax.random.split(key)
-    if mode == "both":
+    if mode == "both":  # one side per positive, for all its K negatives
+        corrupt_head = jnp.broadcast_to(jax.random.bernoulli(k_side, 0.5, (B, 1)), (B, num_negatives))
+    elif mode == "mixed":  # a side per negative
         corrupt_head = jax.random.bernoulli(k_side, 0.5, (B, num_negatives))
     else:
         corrupt_head = jnp.full((B, num_negatives), mode == "head")
@@ -315,6 +318,23 @@ def corrupt(key, triples_Bx3, *, num_entities, num_negatives: int, mode: str = "
     tails = jnp.where(corrupt_head, t, replacement)
     mask = None if known is None else ~contains(known, heads, r, tails)
     return Negatives(heads, tails, mask)
+
+
+def epoch_batches(data: dict, key, batch_size: int) -> dict:
+    """One epoch of every training triple in shuffled batches, the last one padded.
+
+    data: {'triples': int32 (N, 3)}. Returns {'triples': (S, B, 3), 'mask': bool (S, B)}
+    with S = ceil(N / B): every triple is used once per epoch (as PyKEEN does), the padding
+    rows of the last batch are masked out of the loss, and shapes stay static for `jit`.
+    """
+    triples = data["triples"]
+    n = triples.shape[0]
+    S = -(-n // batch_size)
+    order = jax.random.permutation(key, n)
+    pad = S * batch_size - n
+    order = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)])
+    mask = jnp.arange(S * batch_size) < n
+    return {"triples": triples[order].reshape(S, batch_size, 3), "mask": mask.reshape(S, batch_size)}
 
 
 # ---------------------------------------------------------------------------------------

@@ -126,3 +126,37 @@ def score_all_heads(model: KGEModel, params: dict, r_B, t_B):
     """scores_BxE of (e, r, t) for every entity e."""
     everyone = jnp.arange(params["entity"].shape[0])[None, :]
     return score(model, params, everyone, r_B[:, None], t_B[:, None])
+
+
+ENTITY_CONSTRAINTS = ("none", "ball", "sphere")
+
+
+def constrain_entities(params: dict, constraint: str = "ball") -> dict:
+    """params with every entity vector projected: 'sphere' scales it to unit L2 norm (the
+    TransE constraint of Bordes et al., 2013, PyKEEN's TransE default), 'ball' only scales
+    down vectors longer than 1 (||e|| <= 1), 'none' leaves them."""
+    if constraint not in ENTITY_CONSTRAINTS:
+        raise ValueError(f"constraint must be one of {ENTITY_CONSTRAINTS}, got {constraint!r}")
+    if constraint == "none":
+        return params
+    ent = params["entity"]
+    norm = jnp.linalg.norm(ent, axis=-1, keepdims=True)
+    scale = jnp.maximum(norm, 1e-12) if constraint == "sphere" else jnp.maximum(norm, 1.0)
+    return {**params, "entity": ent / scale}
+
+
+def with_entity_constraint(optimizer, constraint: str = "ball"):
+    """`optimizer` followed by the projection `constrain_entities` of the updated entity
+    vectors, as an optax GradientTransformation (a projected-gradient step). Relation
+    updates are the optimizer's own."""
+    import optax
+
+    if constraint == "none":
+        return optimizer
+
+    def update(grads, state, params):
+        updates, state = optimizer.update(grads, state, params)
+        projected = constrain_entities(optax.apply_updates(params, updates), constraint)
+        return {**updates, "entity": projected["entity"] - params["entity"]}, state
+
+    return optax.GradientTransformation(optimizer.init, update)
