@@ -161,8 +161,7 @@ def build(cfg: Config, sentences) -> Word2Vec:
                          "lower --min-count or use a larger corpus")
     keep = text.keep_probabilities(vocab.counts, cfg.sample)
     capacity = text.kept_capacity(corpus, keep)
-    accept, alias = text.alias_table(text.noise_distribution(vocab.counts, cfg.noise_power))
-    noise = (jnp.asarray(accept), jnp.asarray(alias))
+    noise = jnp.asarray(text.packed_alias_table(text.noise_distribution(vocab.counts, cfg.noise_power)))
     if cfg.model == "skipgram":
         batches, objective = text.skipgram_batches, w2v_losses.skipgram_objective(noise=noise, num_negatives=cfg.neg)
         S = text.num_pair_steps(capacity, cfg.window, cfg.batch_size)
@@ -172,7 +171,7 @@ def build(cfg: Config, sentences) -> Word2Vec:
     make_batches = partial(batches, batch_size=cfg.batch_size, window=cfg.window, capacity=capacity,
                            shuffle=cfg.shuffle)
     lr_fn = linear_decay_by_progress(cfg.lr, min_lr=cfg.min_lr, steps_per_epoch=S, epochs=cfg.max_epochs)
-    step = with_epoch_stats(skip_inactive(make_row_sparse_sgd_step(objective, lr_fn)))
+    step = with_epoch_stats(skip_inactive(make_row_sparse_sgd_step(objective, lr_fn, check_grads=False)))
     run_epoch = make_scan_epoch(step, make_batches)
     data = text.device_corpus(corpus, keep)
     summarize = jax.jit(summarize_epoch)

@@ -51,8 +51,7 @@ def full_softmax_loss(*, logits_BxV: jax.Array, targets_B: jax.Array) -> jax.Arr
 def _targets_and_mask(key, positive_B, example_mask_B, noise, num_negatives):
     """[positive, K noise words] per example and their mask: padding examples are masked,
     and so is a noise word that equals the example's true target (as in word2vec.c)."""
-    accept, alias = noise
-    negatives_BxK = sample_alias(key, accept, alias, (positive_B.shape[0], num_negatives))
+    negatives_BxK = sample_alias(key, noise, (positive_B.shape[0], num_negatives))
     targets_BxT = jnp.concatenate([positive_B[:, None], negatives_BxK], axis=1)
     mask_BxT = jnp.concatenate([jnp.ones_like(positive_B[:, None], bool), negatives_BxK != positive_B[:, None]], 1)
     return targets_BxT, mask_BxT & example_mask_B[:, None]
@@ -69,7 +68,7 @@ def skipgram_objective(*, noise, num_negatives: int):
     """Skip-gram with negative sampling on batches {'center', 'context', 'mask'} of shape (B,).
 
     Args:
-      noise: the noise distribution's alias table (accept_V, alias_V), device arrays.
+      noise: the noise distribution as a `jaxdl.data.text.packed_alias_table` (V,) uint32.
       num_negatives: K noise words per (centre, context) pair, drawn from the step's key.
     Returns:
       (select, loss_on_rows) for `jaxdl.train.sparse`; the loss is the SUM over the batch's

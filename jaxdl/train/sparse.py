@@ -51,12 +51,16 @@ def dense_loss(objective: RowObjective):
     return loss_fn
 
 
-def make_row_sparse_sgd_step(objective: RowObjective, lr_fn: Callable[[jax.Array, Any], jax.Array]):
+def make_row_sparse_sgd_step(objective: RowObjective, lr_fn: Callable[[jax.Array, Any], jax.Array], *,
+                             check_grads: bool = True):
     """`train_step(state, batch, key) -> (state, metrics)` doing SGD on the touched rows only.
 
     Args:
       objective: (select, loss_on_rows), e.g. a `RowObjective` (see the module docstring).
       lr_fn: (step, batch) -> learning rate for this step.
+      check_grads: 'finite' also checks every row gradient (one more pass over them). An
+        objective whose gradients are finite whenever its loss is (word2vec's: bounded
+        sigmoid factors times the rows that made the finite loss) can skip it.
     Returns:
       the step; metrics are 'loss', the objective's metrics and 'finite' (as from
       `make_train_step`). `state.opt_state` is unused (plain SGD keeps no state).
@@ -74,7 +78,8 @@ def make_row_sparse_sgd_step(objective: RowObjective, lr_fn: Callable[[jax.Array
             D = params[name].shape[-1]
             params[name] = params[name].at[idx.reshape(-1)].add((-lr * grads[name]).reshape(-1, D).astype(
                 params[name].dtype))
-        metrics = {"loss": loss, **aux, "finite": all_finite((loss, grads))}
+        finite = all_finite((loss, grads)) if check_grads else jnp.isfinite(loss)
+        metrics = {"loss": loss, **aux, "finite": finite}
         return TrainState(params, state.opt_state, state.step + 1), metrics
 
     return train_step
