@@ -147,8 +147,7 @@ def train_setting(cfg: Config, setting: str, run: Run, kg, split: fed_data.Feder
     round_jit = fed.jit_round(round_fn, state, data)
 
     # Every setting is evaluated on the clients' own valid/test triples.
-    evaluators = {name: make_client_evaluator(model, list(split.clients), kg.num_entities, splits=(name,),
-                                              global_relations=collection) for name in ("valid", "test")}
+    evaluator = make_client_evaluator(model, list(split.clients), kg.num_entities, global_relations=collection)
     holds = data.entity_mask_CxE
 
     def eval_params(state):  # device or host state -> the parameters each client is evaluated with
@@ -159,7 +158,7 @@ def train_setting(cfg: Config, setting: str, run: Run, kg, split: fed_data.Feder
         return jax.device_get(eval_params(host_state))
 
     def score(name, params) -> dict:
-        return flat_metrics(evaluators[name](params, shared=collection))
+        return flat_metrics(evaluator(params, shared=collection, only=(name,)))
 
     def evaluate(state) -> dict:
         metrics = score("valid", eval_params(state))

@@ -45,13 +45,14 @@ def weighted_overall(per_client: dict[str, np.ndarray], sizes_C: np.ndarray) -> 
 def make_client_evaluator(model: kge_models.KGEModel, clients: list[ClientData], num_entities: int, *,
                           splits=("valid", "test"), global_relations: bool = False, batch_size: int | None = None,
                           block_bytes: int = 1 << 28):
-    """`evaluate(params, *, shared=False) -> {split: {'sizes': (C,), metric: (C,) array, ...}}`.
+    """`evaluate(params, *, shared=False, only=None) -> {split: {'sizes': (C,), metric: (C,), ...}}`.
 
     clients: the clients whose triples are ranked, in stack order.
     global_relations: rank with global relation ids (a collection model) instead of the
         clients' local ones; the filter sets use the same ids.
     params: stacked per-client params (leading axis >= C; extra padding clients ignored)
         or, with shared=True, one model used by every client.
+    only: the splits to rank this call (default: all of `splits`).
     Filters are built on the host once and kept on device when a split's two (C, Q, E)
     boolean masks fit in `block_bytes`; otherwise they are rebuilt per block of queries.
     """
@@ -61,12 +62,13 @@ def make_client_evaluator(model: kge_models.KGEModel, clients: list[ClientData],
     convert = (lambda c, t: c.to_global(t)) if global_relations else (lambda c, t: t)
     known = [convert(c, c.known()) for c in clients]
     prepared = {}
+    queries = {name: [convert(c, c.split(name)) for c in clients] for name in splits}
+    # One chunk count for every split, so that valid and test share one compiled ranking.
+    M = max(1, max(-(-len(q) // B) for qs in queries.values() for q in qs))
+    chunks_per_block = max(1, min(M, block_bytes // max(1, 2 * C * B * E)))
     for name in splits:
-        queries = [convert(c, c.split(name)) for c in clients]
-        sizes = np.array([len(q) for q in queries], np.int64)
-        M = max(1, -(-int(sizes.max(initial=0)) // B))  # chunks per client
-        chunks_per_block = max(1, min(M, block_bytes // max(1, 2 * C * B * E)))
-        prepared[name] = (queries, sizes, M, chunks_per_block)
+        sizes = np.array([len(q) for q in queries[name]], np.int64)
+        prepared[name] = (queries[name], sizes, M, chunks_per_block)
     cache: dict = {}
 
     def block(name, start_chunk):
@@ -89,11 +91,13 @@ def make_client_evaluator(model: kge_models.KGEModel, clients: list[ClientData],
             cache[key] = arrays
         return arrays
 
-    def evaluate(params, *, shared: bool = False) -> dict:
+    def evaluate(params, *, shared: bool = False, only: tuple[str, ...] | None = None) -> dict:
         if not shared:
             params = jax.tree.map(lambda a: a[:C], params)
         out = {}
         for name, (queries, sizes, M, per_block) in prepared.items():
+            if only is not None and name not in only:
+                continue
             ranks, masks = [], []
             for start in range(0, M, per_block):
                 triples, tail_f, head_f, mask = block(name, start)

@@ -1,0 +1,154 @@
+"""FedE: one federated round with every client in one vmapped program, against the same
+clients trained one after another in a Python loop (the reference's structure).
+
+Both sides run the library's own pieces with the fede experiment's defaults (TransE dim
+50, 16 negatives, self-adversarial loss, Adam lr 0.01, batch 256, 3 local epochs):
+
+  vmap_round_ms  `jaxdl.train.federated.make_round` jitted: download, the vmapped local
+                 training of all clients (padded to the largest client's steps, padding
+                 steps masked) and the aggregation, one call.
+  loop_round_ms  the same round as the reference writes it: a Python loop calling a jitted
+                 single-client `local_train` on each client's own (unpadded) triples, then
+                 the jitted download/aggregation. Compilation is excluded from both (warm-up).
+  loop_steps_round_ms  the loop as PyTorch code runs it (the reference's structure): Python
+                 loops over clients, local epochs and batches, one jitted train step per batch.
+  speedup        loop_round_ms / vmap_round_ms (the issue's target: >= 2);
+                 speedup_vs_loop_steps likewise against the step-level loop.
+  padding_waste  the share of the vmapped round's steps spent on padding (1 - mean/max
+                 client size): the price of one static shape for all clients.
+
+That the vmapped round computes exactly what training the clients one by one computes is
+tested (tests/test_fede.py); here the loop trains each client on its own unpadded
+triples, so it does no padded work at all.
+
+Graph: UMLS split into 10 clients by relation when ../shared/data/kg/umls is there
+(benchmarks only), else a synthetic grid with 12 relations; quick mode: a small synthetic
+grid, dim 8 (seconds).
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdl.bench.registry import BenchContext, Workload
+from jaxdl.bench.timing import time_call
+
+NUM_CLIENTS = 10
+FULL = {"dim": 50, "gamma": 9.0, "neg": 16, "lr": 0.01, "batch_size": 256, "local_epochs": 3}
+QUICK = {"dim": 8, "gamma": 3.0, "neg": 4, "lr": 0.01, "batch_size": 64, "local_epochs": 1}  # one client shape
+GRID12 = ((1, 0), (0, 1), (1, 1), (1, -1), (2, 0), (0, 2), (2, 1), (-1, 2), (2, 2), (3, 0), (0, 3), (3, 1))
+
+
+def _graph(ctx: BenchContext):
+    from jaxdl.data.kg import load_kg, synthetic_kg
+
+    umls = ctx.shared_data / "kg" / "umls" if ctx.shared_data is not None else None
+    if not ctx.quick and umls is not None and umls.is_dir():
+        return load_kg(umls), "umls"
+    side = 6 if ctx.quick else 20
+    return synthetic_kg(seed=0, side=side, offsets=GRID12), f"synthetic grid {side}x{side}, 12 relations"
+
+
+def build(kg, settings: dict, num_clients: int = NUM_CLIENTS, seed: int = 0):
+    """(vmapped round, looped round, step-looped round, server table, split): rounds map
+    (server_entity, key) -> the server's table after one round from the initial clients."""
+    import optax
+
+    from jaxdl.data import federated as fd
+    from jaxdl.losses.kge import make_loss_fn
+    from jaxdl.models.kge import KGEModel
+    from jaxdl.train import federated as fed
+    from jaxdl.train.step import make_train_step
+
+    split = fd.split_by_relation(kg, num_clients, seed=seed)
+    stack = fd.stack_clients(split)
+    model = KGEModel("transe", dim=settings["dim"], gamma=settings["gamma"])
+    optimizer = optax.adam(settings["lr"])
+    step = make_train_step(make_loss_fn(model, num_entities=kg.num_entities, num_negatives=settings["neg"]),
+                           optimizer)
+    B, L = settings["batch_size"], settings["local_epochs"]
+    state = fed.init_fed_state(jax.random.key(seed), model, stack, optimizer)
+    data = fed.client_arrays(stack, B)
+    vmapped = jax.jit(fed.make_round(step, aggregate=True, local_epochs=L, batch_size=B, num_clients=num_clients,
+                                     participants=num_clients, entity_dim=model.entity_dim))
+
+    # The loop, as the reference writes it: every client keeps its own state and its own
+    # triples (padded only to whole batches, like a DataLoader without drop_last); per round
+    # the server's rows are sent down, each client trains in turn (one jitted local_train
+    # per client shape), and the server averages the uploaded tables.
+    train_one = jax.jit(lambda s, t, m, k: fed.local_train(step, s, t, m, k, local_epochs=L, batch_size=B))
+    download = jax.jit(lambda server, ent, holds: jnp.where(holds[:, None], server, ent))
+    upload = jax.jit(lambda ent_CxExD, server: fed.aggregate_entities(ent_CxExD, data.entity_mask_CxE,
+                                                                      data.client_mask_C, server)[0])
+    client_keys = jax.jit(lambda key: jax.vmap(lambda c: jax.random.fold_in(jax.random.split(key)[1], c))(
+        jnp.arange(num_clients)))
+    own = []
+    for i, c in enumerate(split.clients):
+        n = -(-len(c.train) // B) * B
+        triples = np.zeros((n, 3), np.int32)
+        triples[: len(c.train)] = c.train
+        own.append((jnp.asarray(triples), jnp.asarray(np.arange(n) < len(c.train)), data.entity_mask_CxE[i],
+                    jax.tree.map(lambda a: a[i], state.clients)))
+
+    def looped(server_entity, key):
+        keys = client_keys(key)
+        entity_tables = []
+        for c, (triples, mask, holds, client) in enumerate(own):
+            client = client._replace(params={**client.params,
+                                             "entity": download(server_entity, client.params["entity"], holds)})
+            trained, _ = train_one(client, triples, mask, keys[c])
+            entity_tables.append(trained.params["entity"])
+        return upload(jnp.stack(entity_tables), server_entity)
+
+    # The loop one level further down, as PyTorch code runs it: Python loops over the
+    # clients, their local epochs and their batches, each batch one jitted train step.
+    jit_step = jax.jit(step)
+
+    @jax.jit
+    def epoch_batches(triples, mask, key):
+        order = jnp.argsort(jnp.where(mask, jax.random.uniform(key, mask.shape), 2.0))
+        return triples[order].reshape(-1, B, 3), mask[order].reshape(-1, B)
+
+    def looped_steps(server_entity, key):
+        keys = client_keys(key)
+        entity_tables = []
+        for c, (triples, mask, holds, client) in enumerate(own):
+            client = client._replace(params={**client.params,
+                                             "entity": download(server_entity, client.params["entity"], holds)})
+            for e in range(L):
+                k_order, k_steps = jax.random.split(jax.random.fold_in(keys[c], e))
+                batches, masks = epoch_batches(triples, mask, k_order)
+                for i in range(batches.shape[0]):
+                    client, _ = jit_step(client, {"triples": batches[i], "mask": masks[i]},
+                                         jax.random.fold_in(k_steps, i))
+            entity_tables.append(client.params["entity"])
+        return upload(jnp.stack(entity_tables), server_entity)
+
+    def vmapped_round(server_entity, key):
+        return vmapped(state._replace(server_entity=server_entity), data, key)[0].server_entity
+
+    return vmapped_round, looped, looped_steps, state.server_entity, split
+
+
+def _round_workload(ctx: BenchContext) -> dict:
+    kg, graph = _graph(ctx)
+    settings = QUICK if ctx.quick else FULL
+    vmapped, looped, looped_steps, server_entity, split = build(kg, settings)
+    key = jax.random.key(1)
+    repeats = 3 if ctx.quick else 10
+    t_vmap = time_call(vmapped, server_entity, key, warmup=1, repeats=repeats)
+    t_loop = time_call(looped, server_entity, key, warmup=1, repeats=repeats)
+    t_steps = time_call(looped_steps, server_entity, key, warmup=1, repeats=repeats)
+    sizes = split.sizes("train")
+    return {"name": "fede_round_10_clients", "graph": graph, "clients": NUM_CLIENTS, **settings,
+            "client_train_sizes": sizes.tolist(), "padding_waste": float(1 - sizes.mean() / sizes.max()),
+            "vmap_round_ms": t_vmap["median_ms"], "vmap_round_p90_ms": t_vmap["p90_ms"],
+            "loop_round_ms": t_loop["median_ms"], "loop_round_p90_ms": t_loop["p90_ms"],
+            "speedup": t_loop["median_ms"] / t_vmap["median_ms"],
+            "loop_steps_round_ms": t_steps["median_ms"], "loop_steps_round_p90_ms": t_steps["p90_ms"],
+            "speedup_vs_loop_steps": t_steps["median_ms"] / t_vmap["median_ms"]}
+
+
+def workloads() -> list[Workload]:
+    return [Workload("fede_round_10_clients", _round_workload, group="fede")]

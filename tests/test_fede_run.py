@@ -1,0 +1,99 @@
+"""The fede experiment end to end (in-process, the synthetic default graph) and its bad input."""
+import json
+
+import pytest
+
+from jaxdl.cli import main as cli_main
+from jaxdl.data import federated as fd
+from jaxdl.data.kg import load_kg, synthetic_kg, write_kg
+from test_fede import tiny_kg
+
+SMOKE = ["--no-progress", "--max-epochs", "2", "--eval-every", "1", "--dim", "8", "--batch-size", "64",
+         "--local-epochs", "1", "--neg", "4"]
+
+
+def test_setting_all_writes_table_plot_and_per_client_summaries(tmp_path, capsys):
+    """--setting all on a tiny graph read from --data (the default graph runs in the generic smoke test)."""
+    graph = write_kg(tmp_path / "g", tiny_kg())
+    out = tmp_path / "all"
+    assert cli_main(["exp", "fede", "--data", str(graph), "--out", str(out), "--setting", "all", *SMOKE]) == 0
+    printed = capsys.readouterr().out
+    assert "isolation < FedE <= collection" in printed and str(out) in printed.splitlines()[-1]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["finished"] and summary["setting"] == "all"
+    assert set(summary["test_mrr"]) == {"isolation", "collection", "fede"}
+    for setting in ("isolation", "collection", "fede"):
+        per_client = summary["test_mrr_per_client"][setting]
+        assert len(per_client) == 3 and all(0 < v <= 1 for v in per_client)
+        sub = json.loads((out / setting / "summary.json").read_text())
+        assert sub["setting"] == setting and sub["rounds"] == 2
+        sizes = [c["num_test"] for c in sub["clients"]]
+        weighted = sum(n * v for n, v in zip(sizes, per_client)) / sum(sizes)
+        assert sub["test_mrr"] == pytest.approx(weighted, rel=1e-6)
+        records = [json.loads(line) for line in (out / setting / "metrics.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in records] == [1, 2] and all("valid_mrr_client2" in r for r in records)
+        assert (out / setting / "curves.png").stat().st_size > 1000
+    split = fd.load_split(out / "split.npz", load_kg(graph))  # saved with the run, reloads
+    assert split.num_clients == 3 and split.seed == 0 and summary["split"] == split.summary()
+    # only the rows a client holds travel; the reference sends the whole table to every client
+    held = sum(len(c.entities()) for c in split.clients)
+    fede = summary["settings"]["fede"]
+    assert fede["communication"]["floats_up_per_round"] == held * 8 <= 3 * 14 * 8
+    assert fede["communication"]["reference_floats_per_round_each_way"] == 3 * 14 * 8
+    table = json.loads((out / "comparison.json").read_text())
+    assert set(table["rows"]) == {"isolation", "collection", "fede"} and "ordering_holds" in table
+    assert (out / "comparison.png").stat().st_size > 1000
+
+
+@pytest.fixture(scope="module")
+def other_split(tmp_path_factory):
+    """A split of another graph, and a 2-client split of the default graph."""
+    folder = tmp_path_factory.mktemp("splits")
+    fd.save_split(folder / "other.npz", fd.split_by_relation(tiny_kg(), 3))
+    fd.save_split(folder / "two.npz", fd.split_by_relation(synthetic_kg(seed=0), 2))
+    return folder
+
+
+@pytest.mark.parametrize("flags,msg", [
+    (["--clients", "9"], "--clients 9: more clients than the graph's 8 relations"),
+    (["--fraction", "1.5"], "--fraction: must be <= 1"),
+    (["--fraction", "0"], "--fraction: must be > 0"),
+    (["--setting", "both"], "--setting: 'both' is not one of"),
+    (["--valid-fraction", "0.6", "--test-fraction", "0.5"], "must leave a training part"),
+    (["--split", "{dir}/other.npz"], "made for a graph of 14 entities"),
+    (["--split", "{dir}/two.npz"], "holds 2 clients but --clients is 3"),
+    (["--split", "{dir}/missing.npz"], "no such file"),
+    (["--data", "{dir}/nowhere"], "no such directory"),
+])
+def test_bad_input_is_one_line(flags, msg, other_split, tmp_path, capsys):
+    flags = [f.format(dir=other_split) for f in flags]
+    code = cli_main(["exp", "fede", "--out", str(tmp_path / "r"), "--no-progress", *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and msg in err[0], err
+
+
+def test_client_axis_sharded_over_two_devices_matches_one(tmp_path):
+    """--devices 2 (fake CPU devices, in subprocesses): the client axis is split over the
+    devices (3 clients padded to 4); every round's metrics equal the one-device run's."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    procs = {n: subprocess.Popen([sys.executable, "-m", "jaxdl", "exp", "fede", "--devices", str(n), "--out",
+                                  str(tmp_path / f"d{n}"), *SMOKE], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                                 stderr=subprocess.STDOUT, text=True) for n in (1, 2)}
+    records = {}
+    for n, proc in procs.items():
+        log, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 0, log[-3000:]
+        records[n] = [json.loads(line) for line in (tmp_path / f"d{n}" / "metrics.jsonl").read_text().splitlines()]
+    assert json.loads((tmp_path / "d2" / "config.json").read_text())["devices"] == "2"
+    assert len(records[1]) == len(records[2]) == 2
+    for one, two in zip(records[1], records[2]):
+        assert one.keys() == two.keys()
+        for k in one:
+            assert two[k] == pytest.approx(one[k], rel=1e-5, abs=1e-6), k
