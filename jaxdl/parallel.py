@@ -107,6 +107,7 @@ class DataParallel:
     mode: str
     steps_per_epoch: int = 0
     global_batch: int = 0
+    replica_digests: list | None = None  # several processes: each one's parameter digest, last epoch
 
 
 def _batch_shape(make_batches, data) -> tuple[int, int]:
@@ -174,7 +175,7 @@ def data_parallel(loss_fn, optimizer, make_batches, data, *, devices: list, mode
     num = len(devices)
     check_divisible(global_batch, num)
     if mode == "single":
-        if num != 1:
+        if num != 1 or jax.process_count() > 1:
             raise JaxdlError(f"the single-device form cannot use {num} devices")
         dp = _single(loss_fn, optimizer, make_batches, data, devices[0], load_batch)
     elif mode == "pmap":
@@ -182,7 +183,25 @@ def data_parallel(loss_fn, optimizer, make_batches, data, *, devices: list, mode
     else:
         dp = _shard_map(loss_fn, optimizer, make_batches, data, devices, load_batch)
     dp.steps_per_epoch, dp.global_batch = steps, global_batch
+    if jax.process_count() > 1:
+        dp.epoch_fn = _checking_replicas(dp)
     return dp
+
+
+def _checking_replicas(dp: DataParallel):
+    """The epoch, then a check that every process holds the same parameters (a digest of
+    each process's copy, all-gathered: one tiny collective per epoch)."""
+    from jaxdl.distributed import check_replicas
+
+    epoch_fn = dp.epoch_fn
+
+    def checked_epoch_fn(state, key):
+        state, metrics = epoch_fn(state, key)
+        host = dp.to_host(state)
+        dp.replica_digests = check_replicas(host.params, step=int(host.step))
+        return state, metrics
+
+    return checked_epoch_fn
 
 
 def _single(loss_fn, optimizer, make_batches, data, device, load_batch) -> DataParallel:

@@ -32,6 +32,13 @@ MANIFEST = "jaxdl_files.sha256"
 
 
 def manager(ckpt_dir: Path, *, max_to_keep: int = 2) -> ocp.CheckpointManager:
+    if jax.process_count() > 1:  # only the writing process saves: keep orbax's barriers to it alone
+        Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
+        solo = ocp.options.MultiprocessingOptions(primary_host=jax.process_index(),
+                                                  active_processes={jax.process_index()})
+        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=False,
+                                               enable_async_checkpointing=False, multiprocessing_options=solo)
+        return ocp.CheckpointManager(Path(ckpt_dir).resolve(), options=options)
     options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                            enable_async_checkpointing=False)
     return ocp.CheckpointManager(Path(ckpt_dir).resolve(), options=options)

@@ -76,6 +76,18 @@ def _progress(enabled: bool, description: str):
                     disable=not enabled, transient=False)
 
 
+def _agree(received: list[int]) -> list[int]:
+    """Several processes stop together: a signal that any of them received counts for all
+    (one tiny collective per epoch; see jaxdl/distributed.py)."""
+    if jax.process_count() > 1:
+        from jaxdl.distributed import first_signal
+
+        signum = first_signal(received)
+        if signum and not received:
+            received.append(signum)
+    return received
+
+
 def fit(
     *,
     run: Run,
@@ -123,11 +135,17 @@ def fit(
     saved: set[int] = set()
 
     with signals.deferred() as received:
-        if mngr is not None:
+        restored = None
+        if mngr is not None or jax.process_count() > 1:
             host_state = to_host(state)
             template = {"state": host_state, "best_params": params_of(host_state), "key": key_data}
-            restored = checkpoint.restore(mngr, template)
-            saved = set(mngr.all_steps())
+            if mngr is not None:
+                restored = checkpoint.restore(mngr, template)
+                saved = set(mngr.all_steps())
+            if jax.process_count() > 1:  # only process 0 reads the folder; it sends the others the state
+                from jaxdl.distributed import share_restored
+
+                restored = share_restored(restored, template)
             if restored is not None:
                 tree, meta, start = restored
                 if not np.array_equal(np.asarray(tree["key"]), np.asarray(key_data)):
@@ -176,7 +194,7 @@ def fit(
         with _progress(progress, run.experiment) as bar:
             task = bar.add_task(run.experiment, total=max_epochs, completed=start, status="")
             while epoch < max_epochs and not stopped_early:
-                if received:  # arrived while restoring or while the last checkpoint was written
+                if _agree(received):  # arrived while restoring or while the last checkpoint was written
                     raise interrupt(epoch)
                 t0 = time.perf_counter()
                 state, step_metrics = epoch_fn(state, jax.random.fold_in(key, epoch))
@@ -207,7 +225,7 @@ def fit(
                     save(epoch)
             if epoch > start:
                 save(epoch)
-            if received:  # arrived during the last epoch or its checkpoint
+            if _agree(received):  # arrived during the last epoch or its checkpoint
                 raise interrupt(epoch)
     signals.set_context(f"after training (checkpoint of epoch {epoch} saved) but before the run was "
                         f"finished; finish it with: {hint}")

@@ -12,12 +12,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdl import losses
+from jaxdl import distributed, losses
 from jaxdl.config import to_dict
 from jaxdl.parallel import check_divisible, data_parallel, select_devices
 from jaxdl.runs.plots import plot_curves
 from jaxdl.runs.run import Run
-from jaxdl.train.epoch import shuffled_batches
+from jaxdl.train.epoch import shuffled_indices, take_rows
 from jaxdl.train.loop import fit, median_seconds
 from jaxdl.train.optim import make_optimizer
 from jaxdl.train.step import init_state
@@ -85,13 +85,13 @@ def train(cfg, *, experiment: str, params, loss_fn, data: dict, evaluate_params=
 
         raise JaxdlError(f"--batch-size {cfg.batch_size}: larger than the {n} training examples")
     check_divisible(cfg.batch_size, len(devices))
-    run = Run.open(experiment, to_dict(cfg), out=cfg.out, resume=cfg.resume,
-                   devices=[d.id for d in devices], is_writer=jax.process_index() == 0)
+    run = distributed.open_run(experiment, to_dict(cfg), out=cfg.out, resume=cfg.resume,
+                               devices=[d.id for d in devices])  # several processes: process 0 writes
     try:
         optimizer = make_optimizer(getattr(cfg, "optimizer", "sgd"), cfg.lr)
         key = jax.random.key(cfg.seed)
-        dp = data_parallel(loss_fn, optimizer, partial(shuffled_batches, batch_size=cfg.batch_size), data,
-                           devices=devices, mode=cfg.parallel, batch_size=cfg.batch_size)
+        dp = data_parallel(loss_fn, optimizer, partial(shuffled_indices, batch_size=cfg.batch_size), data,
+                           devices=devices, mode=cfg.parallel, batch_size=cfg.batch_size, load_batch=take_rows)
         state = dp.place(init_state(params, optimizer))
         evaluate = None
         if evaluate_params is not None:
@@ -100,11 +100,13 @@ def train(cfg, *, experiment: str, params, loss_fn, data: dict, evaluate_params=
         result = fit(run=run, state=state, epoch_fn=dp.epoch_fn, key=jax.random.fold_in(key, 1),
                      max_epochs=cfg.max_epochs, ckpt_every=cfg.ckpt_every, evaluate=evaluate,
                      eval_every=eval_every, monitor=monitor, patience=patience,
-                     to_host=dp.to_host, from_host=dp.from_host, progress=cfg.progress,
-                     resume_hint=resume_hint or f"python -m jaxdl exp {experiment} --resume {run.dir}")
+                     to_host=dp.to_host, from_host=dp.from_host, progress=cfg.progress and run.is_writer,
+                     resume_hint=resume_hint or f"{distributed.command_prefix()} exp {experiment} --resume {run.dir}")
         result.extra["train_seconds"] = time.perf_counter() - t0
         result.extra["median_epoch_seconds"] = median_seconds(result.epoch_seconds)
         result.state = dp.to_host(result.state)
+        if dp.replica_digests is not None:  # several processes: the same parameters on each
+            result.extra["replica_digests"] = dp.replica_digests
     except BaseException:
         run.close()
         raise
@@ -114,7 +116,7 @@ def train(cfg, *, experiment: str, params, loss_fn, data: dict, evaluate_params=
 def finish(run: Run, result, summary: dict, *, title: str = "") -> Run:
     """Write summary.json (finished) and curves.png, release the lock."""
     summary = {"finished": True, "epochs": result.epochs_done, **summary}
-    for k in ("train_seconds", "median_epoch_seconds"):
+    for k in ("train_seconds", "median_epoch_seconds", "replica_digests"):
         if k in result.extra and k not in summary:
             summary[k] = result.extra[k]
     if run.is_writer:
