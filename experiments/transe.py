@@ -121,11 +121,11 @@ def build(cfg: Config, kg: KG | None = None) -> Setup:
     return Setup(kg, model, params, optimizer, run_epoch, {"triples": jnp.asarray(kg.train)})
 
 
-def time_epoch(cfg: Config, *, repeats: int = 20) -> dict:
+def time_epoch(cfg: Config, *, kg: KG | None = None, repeats: int = 20) -> dict:
     """The jitted training epoch alone, timed with `time_call` (median ms)."""
     from jaxdl.bench.timing import time_call
 
-    s = build(cfg)
+    s = build(cfg, kg)
     state = init_state(s.params, s.optimizer)
     keys = iter(jax.random.split(jax.random.key(cfg.seed), 10_000))
 

@@ -217,6 +217,26 @@ def test_scores_match_numpy_and_broadcast(model):
                                np.take_along_axis(all_tails, np.asarray(negs), 1), rtol=1e-6)
 
 
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: f"{m.name}-p{m.p}")
+def test_score_corrupted_equals_scoring_spelled_out_negatives(model):
+    params = kge.init(jax.random.key(3), model, 7, 3)
+    triples = jnp.array([[0, 1, 2], [3, 2, 4], [6, 0, 5], [1, 1, 1]])
+
+    @jax.jit
+    def both(params, key):
+        neg = kgdata.corrupt(key, triples, num_entities=7, num_negatives=5, mode="mixed")
+        fast = kge.score_corrupted(model, params, triples, neg.replacement_BxK, neg.corrupt_head)
+        slow = kge.score(model, params, neg.heads_BxK, triples[:, 1:2], neg.tails_BxK)
+        grads = [jax.grad(lambda p, f=f: f(p).sum())(params) for f in (
+            lambda p: kge.score_corrupted(model, p, triples, neg.replacement_BxK, neg.corrupt_head),
+            lambda p: kge.score(model, p, neg.heads_BxK, triples[:, 1:2], neg.tails_BxK))]
+        return fast, slow, grads
+
+    fast, slow, (g_fast, g_slow) = both(params, jax.random.key(0))
+    np.testing.assert_allclose(fast, slow, rtol=1e-5, atol=1e-5)
+    chex.assert_trees_all_close(g_fast, g_slow, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("model", MODELS[1:3], ids=lambda m: m.name)
 def test_norm_gradient_is_finite_at_zero_distance(model):
     params = {"entity": jnp.zeros((2, model.entity_dim)), "relation": jnp.zeros((1, model.dim))}

@@ -282,11 +282,15 @@ def contains(known: TripleSet, h, r, t) -> jax.Array:
 
 
 class Negatives(NamedTuple):
-    """K corrupted triples per positive: (heads_BxK, relation of the positive, tails_BxK);
-    `mask_BxK` is False where a negative is a known true triple (only when filtering)."""
+    """K corrupted triples per positive (h, r, t): the k-th replaces the head (where
+    `corrupt_head`) or the tail by `replacement_BxK`; `heads_BxK`/`tails_BxK` spell the
+    corrupted triples out (their relation is the positive's). `mask_BxK` is False where a
+    negative is a known true triple (only when filtering, else None)."""
 
     heads_BxK: jax.Array
     tails_BxK: jax.Array
+    replacement_BxK: jax.Array
+    corrupt_head: jax.Array  # bool, (B, 1) when one side per positive, else (B, K)
     mask_BxK: jax.Array | None
 
 
@@ -294,30 +298,32 @@ def corrupt(key, triples_Bx3, *, num_entities, num_negatives: int, mode: str = "
             known: TripleSet | None = None) -> Negatives:
     """Draw `num_negatives` corruptions of each positive triple, on device.
 
-    mode 'both': each negative replaces the head or the tail (a fair coin each); 'head' or
-    'tail': always that side. The replacement is uniform over the other num_entities - 1
-    entities (never the original, as PyKEEN's sampler). With `known`, negatives that are
-    known true triples are masked out (`mask_BxK` False) rather than redrawn, so shapes
-    stay static; the losses ignore masked negatives. `num_entities` may be a traced scalar.
+    mode 'both': each positive replaces its head or its tail (a fair coin) in all its K
+    negatives, as the reference code (head-batch/tail-batch) and PyKEEN's basic sampler do;
+    'mixed': a coin per negative; 'head' or 'tail': always that side. The replacement is
+    uniform over the other num_entities - 1 entities (never the original, as PyKEEN's
+    sampler). With `known`, negatives that are known true triples are masked out
+    (`mask_BxK` False) rather than redrawn, so shapes stay static; the losses ignore masked
+    negatives. `num_entities` may be a traced scalar (e.g. per federated client).
     """
     if mode not in CORRUPT_MODES:
         raise ValueError(f"mode must be one of {CORRUPT_MODES}, got {mode!r}")
     B = triples_Bx3.shape[0]
     h, r, t = (triples_Bx3[:, i : i + 1] for i in range(3))
     k_side, k_ent = jax.random.split(key)
-    if mode == "both":  # one side per positive, for all its K negatives
-        corrupt_head = jnp.broadcast_to(jax.random.bernoulli(k_side, 0.5, (B, 1)), (B, num_negatives))
-    elif mode == "mixed":  # a side per negative
+    if mode == "both":
+        corrupt_head = jax.random.bernoulli(k_side, 0.5, (B, 1))
+    elif mode == "mixed":
         corrupt_head = jax.random.bernoulli(k_side, 0.5, (B, num_negatives))
     else:
-        corrupt_head = jnp.full((B, num_negatives), mode == "head")
+        corrupt_head = jnp.full((B, 1), mode == "head")
     original = jnp.where(corrupt_head, h, t)
     draw = jax.random.randint(k_ent, (B, num_negatives), 0, num_entities - 1, dtype=jnp.int32)
     replacement = draw + (draw >= original)  # skip the original entity: uniform over the others
     heads = jnp.where(corrupt_head, replacement, h)
     tails = jnp.where(corrupt_head, t, replacement)
     mask = None if known is None else ~contains(known, heads, r, tails)
-    return Negatives(heads, tails, mask)
+    return Negatives(heads, tails, replacement, corrupt_head, mask)
 
 
 def epoch_batches(data: dict, key, batch_size: int) -> dict:

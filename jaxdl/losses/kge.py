@@ -87,7 +87,8 @@ def kge_loss(model: kge_models.KGEModel, params, triples_Bx3, key, *, num_entiti
                         mode=corrupt_mode, known=known)
     h, r, t = triples_Bx3[:, 0], triples_Bx3[:, 1], triples_Bx3[:, 2]
     pos_B = kge_models.score(model, params, h, r, t)
-    neg_BxK = kge_models.score(model, params, negatives.heads_BxK, r[:, None], negatives.tails_BxK)
+    neg_BxK = kge_models.score_corrupted(model, params, triples_Bx3, negatives.replacement_BxK,
+                                         negatives.corrupt_head)
     per_positive = loss_from_scores(pos_B, neg_BxK, loss=loss, temperature=temperature, margin=margin,
                                     mask_BxK=negatives.mask_BxK)
     if mask_B is None:

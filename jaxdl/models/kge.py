@@ -128,6 +128,37 @@ def score_all_heads(model: KGEModel, params: dict, r_B, t_B):
     return score(model, params, everyone, r_B[:, None], t_B[:, None])
 
 
+def score_corrupted(model: KGEModel, params: dict, triples_Bx3, replacement_BxK, corrupt_head):
+    """Scores (B, K) of negatives that replace the head (where `corrupt_head`, broadcastable
+    to (B, K)) or the tail of each positive by `replacement_BxK`; equal to
+    `score(model, params, heads_BxK, r[:, None], tails_BxK)` but gathering only the K
+    replacement vectors: each score is written against one per-positive vector c,
+
+        TransE    ||h + r - e||  = ||e - (h + r)||,     ||e + r - t||   = ||e - (t - r)||
+        RotatE    |h o r - e|    = |e - h o r|,         |e o r - t|     = |e - t o conj(r)|  (|r_i| = 1)
+        DistMult  <h o r, e>,                           <e, r o t>
+    """
+    ent, rel = params["entity"], params["relation"]
+    h_BxD, r_BxD, t_BxD = ent[triples_Bx3[:, 0]], rel[triples_Bx3[:, 1]], ent[triples_Bx3[:, 2]]
+    e_BxKxD = ent[replacement_BxK]
+    side = jnp.asarray(corrupt_head)[..., None]
+    if model.name == "transe":
+        c = jnp.where(side, (t_BxD - r_BxD)[:, None, :], (h_BxD + r_BxD)[:, None, :])
+        return transe_score(e_BxKxD, 0.0, c, gamma=model.gamma, p=model.p)
+    if model.name == "distmult":
+        c = jnp.where(side, (r_BxD * t_BxD)[:, None, :], (h_BxD * r_BxD)[:, None, :])
+        return (e_BxKxD * c).sum(-1)
+    phase = r_BxD * (math.pi / model.embedding_range)
+    re_r, im_r = jnp.cos(phase), jnp.sin(phase)
+    re_h, im_h = jnp.split(h_BxD, 2, axis=-1)
+    re_t, im_t = jnp.split(t_BxD, 2, axis=-1)
+    hr = jnp.concatenate([re_h * re_r - im_h * im_r, re_h * im_r + im_h * re_r], -1)  # h o r
+    tr = jnp.concatenate([re_t * re_r + im_t * im_r, im_t * re_r - re_t * im_r], -1)  # t o conj(r)
+    c = jnp.where(side, tr[:, None, :], hr[:, None, :])
+    re_d, im_d = jnp.split(e_BxKxD - c, 2, axis=-1)
+    return model.gamma - _safe_norm(re_d * re_d + im_d * im_d).sum(-1)
+
+
 ENTITY_CONSTRAINTS = ("none", "ball", "sphere")
 
 
