@@ -252,9 +252,11 @@ def _shape_note(h_shape, r_shape, layout: str) -> str:
     if len(r_shape) == 2 and tuple(h_shape) == tuple(r_shape[::-1]) and other and h_shape != r_shape:
         return f"shape {tuple(h_shape)} is the {other}-layout shape; the {layout} layout is {tuple(r_shape)}"
     if math.prod(h_shape) == math.prod(r_shape) and len(h_shape) < 2 <= len(r_shape):
-        hint = "g[None, :] for a row" if r_shape[0] == 1 else "g[:, None] for a column" if r_shape[1] == 1 else "a matrix"
-        return (f"shape {tuple(h_shape)} is ambiguous; the {layout or 'expected'} layout is {tuple(r_shape)} "
-                f"(write {hint})")
+        if r_shape[0] == 1 or r_shape[1] == 1:
+            hint = "write g[None, :] for a row" if r_shape[0] == 1 else "write g[:, None] for a column"
+        else:
+            hint = f"a vec? matcalc.unvec(g, {tuple(r_shape)}) undoes it"
+        return f"shape {tuple(h_shape)} is ambiguous; the {layout or 'expected'} layout is {tuple(r_shape)} ({hint})"
     return f"shape {tuple(h_shape)} but expected {tuple(r_shape)}"
 
 

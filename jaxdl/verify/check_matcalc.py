@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdl.matcalc import LAYOUTS, commutation_matrix, jacobian
-from jaxdl.verify.registry import Check
+from jaxdl.verify.registry import Check, compile_fast
 
 ShapeFn = Callable[..., dict[str, tuple[int, ...]]]
 
@@ -110,18 +110,9 @@ def evaluate(identity: Identity, dims: dict[str, int], *, mode: str = "auto") ->
                 return identity.hand(inputs), {layout: _jacobian_of(identity, inputs, layout=layout, mode=mode)
                                                for layout in LAYOUTS}
 
-            hand, jac = jax.device_get(_compile(run, inputs)(inputs))
+            hand, jac = jax.device_get(compile_fast(run, inputs)(inputs))
         _EVALUATIONS[cache_key] = Evaluation(inputs, hand, jac)
     return _EVALUATIONS[cache_key]
-
-
-# These tiny programs run once: compiling them is nearly all the time `make verify` takes, and
-# XLA's CPU backend compiles them twice as fast without LLVM's optimisation passes.
-FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-
-
-def _compile(fn, *args):
-    return jax.jit(fn).lower(*args).compile(compiler_options=FAST_COMPILE)
 
 
 def forward_vs_reverse(identity: Identity, dims: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -130,7 +121,7 @@ def forward_vs_reverse(identity: Identity, dims: dict[str, int]) -> tuple[np.nda
     with jax.enable_x64(True):
         run = lambda inputs: tuple(_jacobian_of(identity, inputs, layout="numerator", mode=mode)  # noqa: E731
                                    for mode in ("fwd", "rev"))
-        return jax.device_get(_compile(run, inputs)(inputs))
+        return jax.device_get(compile_fast(run, inputs)(inputs))
 
 
 def hand_and_autodiff(identity: Identity, dims: dict[str, int], layout: str):
@@ -160,6 +151,10 @@ def _I(n):
 
 def _inv(X):
     return jnp.linalg.inv(X)
+
+
+def _K(p, q):
+    return commutation_matrix(p, q, dtype=jnp.float64)
 
 
 N_SIZES = ({"n": 1}, {"n": 3}, {"n": 6})
@@ -222,10 +217,10 @@ def catalogue() -> list[Identity]:
         Id("x x^T (via vec)", "x", "I kron x + x kron I", "numerator", N_SIZES, vec_x,
            lambda v: jnp.outer(v["x"], v["x"]),
            lambda v: jnp.kron(_I(v["x"].size), v["x"][:, None]) + jnp.kron(v["x"][:, None], _I(v["x"].size))),
-        Id("t a + t^2 b (vector of a scalar)", "t", "a + 2 t b (mx1 column)", "numerator",
+        Id("t a + t^2 b (vector of scalar)", "t", "a + 2 t b (mx1)", "numerator",
            ({"m": 1}, {"m": 3}, {"m": 5}), lambda m: {"a": (m,), "b": (m,), "t": ()},
            lambda v: v["t"] * v["a"] + v["t"] ** 2 * v["b"], lambda v: (v["a"] + 2 * v["t"] * v["b"])[:, None]),
-        Id("t A + t^2 B (matrix of a scalar)", "t", "A + 2 t B (F's shape)", "numerator", PQ_SIZES,
+        Id("t A + t^2 B (matrix of scalar)", "t", "A + 2 t B (pxq)", "numerator", PQ_SIZES,
            lambda p, q: {"A": (p, q), "B": (p, q), "t": ()},
            lambda v: v["t"] * v["A"] + v["t"] ** 2 * v["B"], lambda v: v["A"] + 2 * v["t"] * v["B"]),
         # -- the functions of deep learning ----------------------------------------------------------
@@ -276,8 +271,8 @@ def catalogue() -> list[Identity]:
         Id("tr(X^-1 A)", "X", "-(X^-1 A X^-1)^T", "denominator", SQ_SIZES, lambda n: {"A": (n, n), "X": (n, n)},
            lambda v: jnp.trace(_inv(v["X"]) @ v["A"]), lambda v: -(_inv(v["X"]) @ v["A"] @ _inv(v["X"])).T,
            kinds={"X": "wellcond"}),
-        Id("||X W - Y||_F^2", "W", "2 X^T (X W - Y)", "denominator", ({"b": 4, "d": 3, "k": 2}, {"b": 5, "d": 1, "k": 3},
-                                                                       {"b": 3, "d": 4, "k": 1}),
+        Id("||X W - Y||_F^2", "W", "2 X^T (X W - Y)", "denominator",
+           ({"b": 4, "d": 3, "k": 2}, {"b": 5, "d": 1, "k": 3}, {"b": 3, "d": 4, "k": 1}),
            lambda b, d, k: {"X": (b, d), "Y": (b, k), "W": (d, k)},
            lambda v: jnp.sum((v["X"] @ v["W"] - v["Y"]) ** 2), lambda v: 2 * v["X"].T @ (v["X"] @ v["W"] - v["Y"])),
         # a dense layer z = W x + b feeding softmax cross-entropy; δ = dL/dz = softmax(z) - y
@@ -302,15 +297,15 @@ def catalogue() -> list[Identity]:
         Id("X a (via vec)", "X", "a^T kron I_p", "numerator", PQ_SIZES, lambda p, q: {"a": (q,), "X": (p, q)},
            lambda v: v["X"] @ v["a"], lambda v: jnp.kron(v["a"][None, :], _I(v["X"].shape[0]))),
         Id("X^T (via vec)", "X", "K_pq (commutation matrix)", "numerator", PQ_SIZES, lambda p, q: {"X": (p, q)},
-           lambda v: v["X"].T, lambda v: commutation_matrix(*v["X"].shape, dtype=jnp.float64)),
+           lambda v: v["X"].T, lambda v: _K(*v["X"].shape)),
         Id("X * X elementwise (via vec)", "X", "diag(2 vec(X))", "numerator", PQ_SIZES, lambda p, q: {"X": (p, q)},
            lambda v: v["X"] * v["X"], lambda v: _diag(2 * v["X"].T.reshape(-1))),
         Id("X^-1 (via vec)", "X", "-(X^-T kron X^-1)", "numerator", SQ_SIZES, lambda n: {"X": (n, n)},
            lambda v: _inv(v["X"]), lambda v: -jnp.kron(_inv(v["X"]).T, _inv(v["X"])), kinds={"X": "wellcond"}),
-        Id("X^T X (via vec)", "X", "(I kron X^T) + (X^T kron I) K_pq", "numerator", PQ_SIZES,
+        Id("X^T X (via vec)", "X", "I kron X^T + (X^T kron I) K_pq", "numerator", PQ_SIZES,
            lambda p, q: {"X": (p, q)}, lambda v: v["X"].T @ v["X"],
            lambda v: (jnp.kron(_I(v["X"].shape[1]), v["X"].T)
-                      + jnp.kron(v["X"].T, _I(v["X"].shape[1])) @ commutation_matrix(*v["X"].shape, dtype=jnp.float64))),
+                      + jnp.kron(v["X"].T, _I(v["X"].shape[1])) @ _K(*v["X"].shape))),
     ]
     return ids
 
