@@ -98,25 +98,18 @@ def _sizes(text: str, flag: str) -> tuple[int, ...]:
 
 
 def explain_rows(f, X_RxD, background_NxD, key, *, shapley_samples: int, ig_steps: int) -> dict:
-    """Every method's attributions for each row of X (R, D), one compiled `lax.map` each."""
-    R = X_RxD.shape[0]
-    keys = jax.random.split(key, R)
+    """Every method's attributions for each row of X (R, D): one compiled `lax.map` over rows."""
 
-    def shap_row(args):
+    def explain(args):
         x, k = args
-        return interpret.shapley(f, x, background_NxD, method="sampling", num_samples=shapley_samples, key=k)
+        shap = interpret.shapley(f, x, background_NxD, method="sampling", num_samples=shapley_samples, key=k)
+        return {"leave_one_out": interpret.leave_one_out(f, x, background_NxD),
+                "shapley": shap.values, "shapley_stderr": shap.stderr,
+                "shapley_base": shap.base_value, "shapley_output": shap.output,
+                "integrated_grads": interpret.integrated_gradients(f, x, background_NxD, ig_steps),
+                "gradient_x_input": interpret.gradient_x_input(f, x, background_NxD)}
 
-    shap = jax.lax.map(shap_row, (X_RxD, keys))
-    return {
-        "leave_one_out": jax.lax.map(lambda x: interpret.leave_one_out(f, x, background_NxD), X_RxD),
-        "shapley": shap.values,
-        "shapley_stderr": shap.stderr,
-        "shapley_base": shap.base_value,
-        "shapley_output": shap.output,
-        "integrated_grads": jax.lax.map(lambda x: interpret.integrated_gradients(f, x, background_NxD, ig_steps),
-                                        X_RxD),
-        "gradient_x_input": jax.lax.map(lambda x: interpret.gradient_x_input(f, x, background_NxD), X_RxD),
-    }
+    return jax.lax.map(explain, (X_RxD, jax.random.split(key, X_RxD.shape[0])))
 
 
 def rank_correlations(importance: dict[str, np.ndarray]) -> dict:
@@ -153,7 +146,7 @@ def plot_importance(importance: dict[str, np.ndarray], names, path: Path, *, top
     order = np.argsort(-importance["shapley"], kind="stable")[:top]
     methods = list(importance)
     height = 0.8 / len(methods)
-    fig, ax = plt.subplots(figsize=(8, 0.45 * len(order) * len(methods) / 2 + 1.5))
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(order) + 1.5))
     for j, m in enumerate(methods):
         scaled = importance[m][order] / max(float(importance[m].max()), 1e-12)
         ax.barh(np.arange(len(order)) + j * height, scaled, height, label=m)
@@ -197,14 +190,20 @@ def plot_digit_maps(maps: dict[str, np.ndarray], path: Path, *, title: str) -> N
 
 
 def _train(cfg: Config, data, hidden, *, out: str, resume: str, max_epochs: int, experiment: str, hint: str):
+    """(run, FitResult, test scores of the final params) of an MLP trained on `data`."""
     params = mlp_init(jax.random.key(cfg.seed), data.num_features, hidden, data.num_classes,
                       weight_init=cfg.weight_init)
     sub_cfg = dataclasses.replace(cfg, out=out, resume=resume, max_epochs=max_epochs)
-    return supervised.train(sub_cfg, experiment=experiment, params=params,
-                            loss_fn=supervised.classification_loss(mlp_apply),
-                            data={"X": data.X_train, "y": data.y_train},
-                            evaluate_params=supervised.make_evaluator(mlp_apply, {"test": (data.X_test, data.y_test)}),
-                            resume_hint=hint)
+    evaluate = supervised.make_evaluator(mlp_apply, {"test": (data.X_test, data.y_test)})
+    run, result = supervised.train(sub_cfg, experiment=experiment, params=params,
+                                   loss_fn=supervised.classification_loss(mlp_apply),
+                                   data={"X": data.X_train, "y": data.y_train}, evaluate_params=evaluate,
+                                   resume_hint=hint)
+    try:
+        return run, result, evaluate(jax.device_get(result.state.params))
+    except BaseException:
+        run.close()
+        raise
 
 
 def explain_breast_cancer(cfg: Config, params, data, key) -> dict:
@@ -221,10 +220,9 @@ def explain_breast_cancer(cfg: Config, params, data, key) -> dict:
     att = jax.tree.map(np.asarray, att)
     importance = {"weight": np.asarray(interpret.weight_importance(params))}
     importance.update({m: np.abs(att[m]).mean(axis=0) for m in METHODS[1:]})
-    base = np.asarray(log_odds_benign(background)).mean()
-    fx = np.asarray(log_odds_benign(X))
-    efficiency_gap = np.abs(att["shapley"].sum(1) - (att["shapley_output"] - att["shapley_base"]))
-    completeness_gap = np.abs(att["integrated_grads"].sum(1) - (fx - base))
+    change = att["shapley_output"] - att["shapley_base"]  # f(x) - mean_b f(b), per row
+    efficiency_gap = np.abs(att["shapley"].sum(1) - change)
+    completeness_gap = np.abs(att["integrated_grads"].sum(1) - change)
     return {
         "rows_explained": int(X.shape[0]), "background_rows": int(background.shape[0]),
         "score": "log-odds of benign (logit_1 - logit_0)",
@@ -234,7 +232,7 @@ def explain_breast_cancer(cfg: Config, params, data, key) -> dict:
         "shapley_mean_stderr": float(att["shapley_stderr"].mean()),
         "shapley_mean_abs_value": float(np.abs(att["shapley"]).mean()),
         "ig_mean_completeness_gap": float(completeness_gap.mean()),
-        "ig_mean_abs_output_change": float(np.abs(fx - base).mean()),
+        "ig_mean_abs_output_change": float(np.abs(change).mean()),
     }
 
 
@@ -275,22 +273,20 @@ def explain_digits(cfg: Config, params, data, key) -> dict:
 
 def main(cfg: Config):
     bc = load_breast_cancer(split_seed=cfg.seed)
-    run, result = _train(cfg, bc, _sizes(cfg.hidden, "--hidden"), out=cfg.out, resume=cfg.resume,
-                         max_epochs=cfg.max_epochs, experiment="interpret", hint="")
+    run, result, bc_scores = _train(cfg, bc, _sizes(cfg.hidden, "--hidden"), out=cfg.out, resume=cfg.resume,
+                                    max_epochs=cfg.max_epochs, experiment="interpret", hint="")
     try:
         params = jax.device_get(result.state.params)
-        bc_scores = supervised.make_evaluator(mlp_apply, {"test": (bc.X_test, bc.y_test)})(params)
         print(f"breast cancer: test accuracy {bc_scores['test_accuracy']:.4f}", flush=True)
 
         digits = load_digits(split_seed=cfg.seed)
         sub = Path(run.dir) / "digits"
         started = (sub / "config.json").is_file()
-        digits_run, digits_result = _train(cfg, digits, _sizes(cfg.digits_hidden, "--digits-hidden"),
-                                           out="" if started else str(sub), resume=str(sub) if started else "",
-                                           max_epochs=cfg.digits_epochs, experiment="interpret",
-                                           hint=f"python -m jaxdl exp interpret --resume {run.dir}")
+        digits_run, digits_result, digits_scores = _train(
+            cfg, digits, _sizes(cfg.digits_hidden, "--digits-hidden"), out="" if started else str(sub),
+            resume=str(sub) if started else "", max_epochs=cfg.digits_epochs, experiment="interpret",
+            hint=f"python -m jaxdl exp interpret --resume {run.dir}")
         digits_params = jax.device_get(digits_result.state.params)
-        digits_scores = supervised.make_evaluator(mlp_apply, {"test": (digits.X_test, digits.y_test)})(digits_params)
         supervised.finish(digits_run, digits_result, {"dataset": "digits", **digits_scores}, title="interpret: digits")
         print(f"digits: test accuracy {digits_scores['test_accuracy']:.4f}", flush=True)
 

@@ -180,6 +180,18 @@ def test_sampling_one_pair_per_row_is_conservative_and_rounds_up():
     assert np.all(np.isfinite(few.stderr)) and np.all(np.asarray(few.stderr) > 0)
 
 
+def test_random_ranks_are_permutations_with_ties_broken_by_index():
+    keys = jax.random.bits(jax.random.key(0), (300,), jnp.uint32) % 40  # many ties
+    for d in (7, 300):  # counting below 256 features, two sorts above
+        ranks = np.asarray(interpret._ranks(keys[:d]))
+        np.testing.assert_array_equal(np.sort(ranks), np.arange(d))
+        np.testing.assert_array_equal(ranks, np.argsort(np.argsort(np.asarray(keys[:d]), kind="stable"), kind="stable"))
+    w = np.linspace(-1.0, 1.0, 300)
+    x, bg = RNG.normal(size=300), RNG.normal(size=(2, 300))
+    got = interpret.shapley(lambda X: X @ w, x, bg, method="sampling", num_samples=2, key=jax.random.key(1))
+    np.testing.assert_allclose(got.values, w * (x - bg.mean(0)), atol=1e-10)
+
+
 def test_integrated_gradients_completeness_as_steps_grow():
     f_np, f = _mlp(D, 5, seed=11)
     target = f_np(X[None])[0] - f_np(BACKGROUND).mean()
@@ -250,3 +262,31 @@ def test_bad_input_is_one_clear_error(call, msg):
     with pytest.raises(JaxdlError, match=None) as info:
         call()
     assert msg in str(info.value) and "\n" not in str(info.value)
+
+
+def test_experiment_writes_table_correlations_and_plots(tmp_path):
+    """`make exp NAME=interpret` with its smoke flags: every artefact, consistent numbers."""
+    import json
+
+    from experiments import interpret as experiment
+    from jaxdl.cli import main as cli_main
+
+    out = tmp_path / "run"
+    with jax.enable_x64(False):  # as a user runs it: float32
+        assert cli_main(["exp", "interpret", "--out", str(out), "--no-progress", *experiment.SMOKE_ARGS]) == 0
+    report = json.loads((out / "importance.json").read_text())
+    bc = report["breast_cancer"]
+    assert len(report["feature_names"]) == 30 and "mean radius" in report["feature_names"]
+    assert set(bc["importance"]) == set(experiment.METHODS)
+    assert all(len(v) == 30 and min(v) >= 0 for v in bc["importance"].values())
+    rho = np.array(bc["rank_correlation"]["spearman"])
+    np.testing.assert_allclose(np.diag(rho), 1.0)
+    np.testing.assert_allclose(rho, rho.T, atol=1e-12)
+    assert bc["shapley_max_efficiency_gap"] < 1e-4  # float32: sum(phi) = f(x) - E f(b) up to rounding
+    assert len(report["digits"]["maps"]["shapley"]) == 10 and len(report["digits"]["maps"]["shapley"][0]) == 64
+    table = (out / "top_features.md").read_text().splitlines()
+    assert len(table) == 2 + 10 and table[0].startswith("| rank | weight |")
+    for png in ("importance.png", "digits_heatmaps.png", "curves.png"):
+        assert (out / png).stat().st_size > 5000
+    assert json.loads((out / "summary.json").read_text())["finished"] is True
+    assert (out / "digits" / "summary.json").is_file()
