@@ -48,7 +48,7 @@ from jaxdl.data.kg import load_kg, synthetic_kg
 from jaxdl.errors import JaxdlError
 from jaxdl.eval.federated import METRICS, flat_metrics, make_client_evaluator, weighted_overall
 from jaxdl.losses.kge import LOSSES, make_loss_fn
-from jaxdl.models.kge import MODELS, KGEModel
+from jaxdl.models.kge import ENTITY_CONSTRAINTS, MODELS, KGEModel, with_entity_constraint
 from jaxdl.parallel import select_devices
 from jaxdl.runs.run import Run, write_json_atomic
 from jaxdl.train import federated as fed
@@ -80,6 +80,9 @@ class Config(TrainConfig):
     dim: int = field(default=50, metadata=doc("embedding size (KGE room's UMLS setting: 50; FedE: 128)", gt=0))
     gamma: float = field(default=9.0, metadata=doc("margin in the TransE/RotatE score (FedE: 10)", gt=0))
     p: int = field(default=1, metadata=doc("TransE norm", choices=(1, 2)))
+    entity_norm: str = field(default="ball", metadata=doc(
+        "after each local step keep entity vectors in the unit ball (||e|| <= 1, as the transe experiment), "
+        "on the sphere, or unconstrained", choices=ENTITY_CONSTRAINTS))
     loss: str = field(default="nssa", metadata=doc("loss (nssa = self-adversarial negative sampling)", choices=LOSSES))
     neg: int = field(default=16, metadata=doc("negatives per positive (FedE: 256)", gt=0))
     adversarial_temperature: float = field(default=1.0, metadata=doc("self-adversarial alpha (FedE: 1)", ge=0))
@@ -135,7 +138,7 @@ def train_setting(cfg: Config, setting: str, run: Run, kg, split: fed_data.Feder
     stack = fed_data.stack_clients(clients, kg.num_entities, pad_clients_to=len(devices))
     C = len(clients)
     participants = fed.num_participants(C, cfg.fraction) if aggregate else C
-    optimizer = make_optimizer(cfg.optimizer, cfg.lr)
+    optimizer = with_entity_constraint(make_optimizer(cfg.optimizer, cfg.lr), cfg.entity_norm)
     loss_fn = make_loss_fn(model, num_entities=kg.num_entities, num_negatives=cfg.neg, loss=cfg.loss,
                            temperature=cfg.adversarial_temperature, margin=cfg.gamma)
     round_fn = fed.make_round(make_train_step(loss_fn, optimizer), aggregate=aggregate,
@@ -291,13 +294,13 @@ def format_table(table: dict) -> str:
 # main
 # ---------------------------------------------------------------------------------------
 def _open_sub_run(top: Run, setting: str, cfg: Config) -> tuple[Run | None, dict | None]:
-    """The sub-run folder of `setting` inside an `all` run: its finished summary if it has
-    one, else the (resumed or new) Run."""
+    """The sub-run folder of `setting` inside an `all` run: its summary if it finished (early
+    stopping, or all of --max-epochs), else the Run to train in (resumed, extended or new)."""
     sub = top.dir / setting
     summary_path = sub / "summary.json"
     if summary_path.is_file():
         summary = json.loads(summary_path.read_text())
-        if summary.get("finished"):
+        if summary.get("finished") and (summary.get("stopped_early") or summary.get("rounds", 0) >= cfg.max_epochs):
             print(f"{setting}: finished earlier in {sub}", flush=True)
             return None, summary
     config = to_dict(replace(cfg, setting=setting, out=str(sub), resume=""))

@@ -12,12 +12,25 @@ SMOKE = ["--no-progress", "--max-epochs", "2", "--eval-every", "1", "--dim", "8"
          "--local-epochs", "1", "--neg", "4"]
 
 
-def test_setting_all_writes_table_plot_and_per_client_summaries(tmp_path, capsys):
-    """--setting all on a tiny graph read from --data (the default graph runs in the generic smoke test)."""
-    graph = write_kg(tmp_path / "g", tiny_kg())
-    out = tmp_path / "all"
-    assert cli_main(["exp", "fede", "--data", str(graph), "--out", str(out), "--setting", "all", *SMOKE]) == 0
-    printed = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def all_run(tmp_path_factory):
+    """`--setting all` on a tiny graph read from --data (the default graph runs in the
+    generic smoke tests); returns (graph folder, run folder, printed output)."""
+    import contextlib
+    import io
+
+    tmp = tmp_path_factory.mktemp("fede")
+    graph = write_kg(tmp / "g", tiny_kg())
+    out = tmp / "all"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = cli_main(["exp", "fede", "--data", str(graph), "--out", str(out), "--setting", "all", *SMOKE])
+    assert code == 0
+    return graph, out, printed.getvalue()
+
+
+def test_setting_all_writes_table_plot_and_per_client_summaries(all_run):
+    graph, out, printed = all_run
     assert "isolation < FedE <= collection" in printed and str(out) in printed.splitlines()[-1]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["finished"] and summary["setting"] == "all"
@@ -72,28 +85,26 @@ def test_bad_input_is_one_line(flags, msg, other_split, tmp_path, capsys):
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and msg in err[0], err
 
 
-def test_client_axis_sharded_over_two_devices_matches_one(tmp_path):
-    """--devices 2 (fake CPU devices, in subprocesses): the client axis is split over the
-    devices (3 clients padded to 4); every round's metrics equal the one-device run's."""
+def test_client_axis_sharded_over_two_devices_matches_one(all_run, tmp_path):
+    """--devices 2 (fake CPU devices, in a subprocess): the client axis is split over the
+    devices (3 clients padded to 4); every round's metrics equal the one-device FedE run's."""
     import os
     import subprocess
     import sys
 
     from conftest import REPO
 
+    graph, out, _ = all_run
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
            "TF_CPP_MIN_LOG_LEVEL": "3"}
-    procs = {n: subprocess.Popen([sys.executable, "-m", "jaxdl", "exp", "fede", "--devices", str(n), "--out",
-                                  str(tmp_path / f"d{n}"), *SMOKE], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                                 stderr=subprocess.STDOUT, text=True) for n in (1, 2)}
-    records = {}
-    for n, proc in procs.items():
-        log, _ = proc.communicate(timeout=300)
-        assert proc.returncode == 0, log[-3000:]
-        records[n] = [json.loads(line) for line in (tmp_path / f"d{n}" / "metrics.jsonl").read_text().splitlines()]
-    assert json.loads((tmp_path / "d2" / "config.json").read_text())["devices"] == "2"
-    assert len(records[1]) == len(records[2]) == 2
-    for one, two in zip(records[1], records[2]):
-        assert one.keys() == two.keys()
-        for k in one:
-            assert two[k] == pytest.approx(one[k], rel=1e-5, abs=1e-6), k
+    proc = subprocess.run([sys.executable, "-m", "jaxdl", "exp", "fede", "--devices", "2", "--data", str(graph),
+                           "--out", str(tmp_path / "d2"), *SMOKE], env=env, cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    read = lambda p: [json.loads(line) for line in p.read_text().splitlines()]  # noqa: E731
+    one, two = read(out / "fede" / "metrics.jsonl"), read(tmp_path / "d2" / "metrics.jsonl")
+    assert len(one) == len(two) == 2
+    for a, b in zip(one, two):
+        assert a.keys() == b.keys()
+        for k in a:
+            assert b[k] == pytest.approx(a[k], rel=1e-5, abs=1e-6), k

@@ -112,8 +112,8 @@ def init_fed_state(key, model: kge_models.KGEModel, stack: ClientStack, optimize
     E = stack.entity_mask_CxE.shape[1]
     k_server, k_rel = jax.random.split(key)
     server_entity = kge_models.init(k_server, model, E, 1)["entity"]
-    relations = jnp.stack([kge_models.init(jax.random.fold_in(k_rel, c), model, 1, R)["relation"]
-                           for c in range(C)])
+    relations = jax.vmap(lambda c: kge_models.init(jax.random.fold_in(k_rel, c), model, 1, R)["relation"])(
+        jnp.arange(C))
     relations = jnp.where(jnp.asarray(stack.relation_mask_CxR)[..., None], relations, 0.0)
     params = {"entity": jnp.broadcast_to(server_entity, (C, *server_entity.shape)), "relation": relations}
     opt_state = jax.vmap(optimizer.init)(params)
