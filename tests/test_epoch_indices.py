@@ -44,3 +44,4 @@ def test_scan_epoch_gathering_in_the_body_equals_the_materialised_one():
     np.testing.assert_allclose(m_gather["loss"], m_copy["loss"], rtol=1e-6)
     assert m_gather["loss"].shape == (4,) and int(s_gather.step) == 4
     assert not np.allclose(m_gather["loss"][0], m_gather["loss"][-1])  # it did train
+

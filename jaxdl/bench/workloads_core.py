@@ -45,6 +45,12 @@ MLP_HIDDEN = 256
 EPOCH_EXAMPLES = 60_000  # Fashion-MNIST's training set size
 
 
+def target(what: str, value: float | None, limit: float, *, at_most: bool = True) -> dict:
+    """One of the issue's targets: `value` against `limit` (None when not measured, e.g. no peer)."""
+    met = None if value is None else (value <= limit if at_most else value >= limit)
+    return {"target": what, "value": value, "limit": limit, "met": met}
+
+
 # ---- FLOP counts --------------------------------------------------------------------------------
 
 def dense_train_gflop(batch: int, sizes: list[int]) -> float:
@@ -124,6 +130,7 @@ def run_linreg_step(ctx: BenchContext) -> dict:
     record.update(time_step(train_step, lambda: init_state(dense.linreg_init(k_init, D), optimizer),
                             ({"X": X, "y": y}, jax.random.key(1)), ctx,
                             repeats=50 if ctx.quick else 2000, eager_repeats=10 if ctx.quick else 200))
+    record["targets"] = [target("jit over eager >= 20x", record["speedup"], 20.0, at_most=False)]
     return record
 
 
@@ -160,6 +167,7 @@ def run_mlp_step(ctx: BenchContext) -> dict:
     """MLP 784 -> 256 (ReLU) -> 10, batch 256, SGD; against the same step in PyTorch eager."""
     record = _classifier_step(ctx, name="mlp_step", hidden=[MLP_HIDDEN])
     torch = import_torch(ctx)
+    record["targets"] = [target("jit within 1.25x of the roofline time", record.get("jit_over_roofline"), 1.25)]
     if torch is None:
         record["peer_note"] = "torch not installed"
         return record
@@ -183,6 +191,7 @@ def run_mlp_step(ctx: BenchContext) -> dict:
     t = time_host(torch_step, warmup=3, repeats=10 if ctx.quick else 200)
     record.update({"peer_torch_eager_ms": t["median_ms"], "peer_torch_eager_p10_ms": t["p10_ms"],
                    "peer_torch_eager_p90_ms": t["p90_ms"], "ratio_torch_eager": record["jit_ms"] / t["median_ms"]})
+    record["targets"].append(target("no slower than PyTorch eager (ratio)", record["ratio_torch_eager"], 1.0))
     return record
 
 
@@ -261,6 +270,9 @@ def run_softmax_epoch(ctx: BenchContext) -> dict:
                                               zip(jax.tree.leaves(s_scan.params), jax.tree.leaves(s_loop.params)))
 
     _torch_epochs(ctx, record, data, repeats=2 if ctx.quick else 3)
+    record["targets"] = [
+        target(">= 10x faster than the book's DataLoader loop (ratio)", record.get("ratio_torch_dataloader"), 0.1),
+        target(">= 3x faster than PyTorch tensor indexing (ratio)", record.get("ratio_torch_slicing"), 1 / 3)]
     return record
 
 
