@@ -62,6 +62,9 @@ PTB = {"query": "chip,baby,beautiful"}
 # With 421 word types every word of the synthetic corpus is "frequent": t = 1e-4 would keep
 # only ~19% of its tokens; word2vec.c's and gensim's default t = 1e-3 keeps ~50%.
 SYNTHETIC = {"sample": 1e-3}
+# word2vec.c's CBOW learning rate. (word2vec.c also adds the whole gradient of h to every
+# context vector; here each gets the exact gradient of the mean, 1/n of it.)
+CBOW = {"lr": 0.05}
 
 
 @dataclass
@@ -84,7 +87,8 @@ class Config(TrainConfig):
     sample: float = field(default=1e-4, metadata=doc("subsampling threshold t; 0 keeps every word (the book: 1e-4)",
                                                      ge=0))
     max_epochs: int = field(default=5, metadata=doc("epochs (the book: 5)", gt=0))
-    lr: float = field(default=0.025, metadata=doc("initial learning rate, per pair (word2vec/gensim: 0.025)", gt=0))
+    lr: float = field(default=0.025, metadata=doc(
+        "initial learning rate, per example (word2vec/gensim: 0.025 skip-gram, 0.05 CBOW)", gt=0))
     min_lr: float = field(default=0.0001, metadata=doc("final learning rate after linear decay (gensim: 0.0001)",
                                                        ge=0))
     batch_size: int = field(default=1024, metadata=doc("examples (pairs for skip-gram) per step", gt=0))
@@ -98,7 +102,7 @@ class Config(TrainConfig):
     analogies: str = field(default="", metadata=doc("analogy questions file (questions-words.txt) for 3CosAdd"))
     ckpt_every: int = field(default=5, metadata=doc("checkpoint every N epochs", gt=0))
 
-    PRESETS: ClassVar = {"corpus": {"ptb": PTB, "synthetic": SYNTHETIC}}
+    PRESETS: ClassVar = {"corpus": {"ptb": PTB, "synthetic": SYNTHETIC}, "model": {"cbow": CBOW}}
 
     def validate(self) -> None:
         if self.min_lr > self.lr:

@@ -403,7 +403,7 @@ def draw_windows(data: dict, key, *, window: int, capacity: int, shuffle: str = 
     valid = ((offsets < 0) & (-offsets <= left[:, None])) | ((offsets > 0) & (offsets <= right[:, None]))
     contexts = kept_tokens[jnp.clip(order[:, None] + offsets, 0, R - 1)]
     return {"center": kept_tokens[order], "contexts": contexts, "valid": valid, "left": left, "right": right,
-            "kept": kept, "dropped": kept - n}
+            "position": order, "live": live, "kept": kept, "dropped": kept - n}
 
 
 def _epoch_stats(S: int, w: dict) -> dict[str, jax.Array]:

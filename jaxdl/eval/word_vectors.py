@@ -258,7 +258,7 @@ def analogy_accuracy(words, vectors_VxD, questions, *, chunk: int = 2048) -> dic
         return {**out, "accuracy": float("nan"), "correct": 0, "sections": {}}
     U = unit_rows(vectors_VxD)
     q = np.asarray(rows, np.int32)
-    answers = np.concatenate([np.asarray(_cos_add_answers(U, jnp.asarray(_pad_rows(q[i:i + chunk], chunk))))
+    answers = np.concatenate([np.asarray(_cos_add_answers(U, jnp.asarray(_pad_rows(q[i:i + chunk, :3], chunk))))
                               [:len(q[i:i + chunk])] for i in range(0, len(q), chunk)])
     right = answers == q[:, 3]
     by_section: dict[str, list[bool]] = {}
