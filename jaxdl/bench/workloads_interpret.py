@@ -51,13 +51,14 @@ import numpy as np
 from jaxdl import interpret
 from jaxdl.bench.registry import BenchContext, Workload
 from jaxdl.bench.timing import time_once
+from jaxdl.bench.workloads_core import target
 
 SEED = 0
 HIDDEN = 32
 EXACT = {"full": {"d": 16, "rows": 2, "rounds": 3}, "quick": {"d": 8, "rows": 1, "rounds": 1}}
 SAMPLING = {"full": {"d": 30, "background": 50, "rows": 8, "rounds": 3, "reference_pairs": 200_000,
                      "ladder": (50, 100, 200, 300, 400, 600, 800, 1200, 1600, 3200)},
-            "quick": {"d": 10, "background": 5, "rows": 1, "rounds": 1, "reference_pairs": 500,
+            "quick": {"d": 10, "background": 5, "rows": 1, "rounds": 1, "reference_pairs": 10,
                       "ladder": (10,)}}
 # The issue's shap 0.51 figures (ms per explained row), kept for reference in the record.
 ISSUE_SHAP_MS = {"exact_d16_1row": 74.0, "exact_d16_bg50": 1300.0, "kernel_d30_bg50": 88.0}
@@ -228,10 +229,16 @@ def run_exact(ctx: BenchContext, n_background: int) -> dict:
         record["speedup_vs_shap"] = record["peer_shap_ms"] / record["jit_ms"]
         record["cpu_speedup_vs_shap"] = min(record[f"shap_{k}_cpu_ms"] for k in peers) / record["jit_cpu_ms"]
         record["max_abs_diff_vs_shap"] = float(np.abs(ours64 - shap_numpy_result.values).max())
-        record["target_met"] = bool(record["speedup_vs_shap"] >= 20 and record["max_abs_diff_vs_shap"] <= 1e-6
-                                    and record["max_abs_diff_vs_bruteforce"] <= 1e-6)
     else:
         record["note"] = "shap not run (quick mode or not installed)"
+    record["targets"] = [
+        target("speed-up per row over shap's exact explainer (wall time)", record.get("speedup_vs_shap"), 20.0,
+               at_most=False),
+        target("speed-up per row over shap's exact explainer (CPU time)", record.get("cpu_speedup_vs_shap"), 20.0,
+               at_most=False),
+        target("max |jaxdl - shap| in float64", record.get("max_abs_diff_vs_shap"), 1e-6),
+        target("max |jaxdl - brute force| in float64", record["max_abs_diff_vs_bruteforce"], 1e-6),
+    ]
     return record
 
 
@@ -295,7 +302,8 @@ def run_sampling(ctx: BenchContext) -> dict:
     if not peers:
         best = ladder[-1]
         record.update({"jit_ms": best["ms"], "jit_cpu_ms": best["cpu_ms"], "mae": best["mae"],
-                       "num_samples": best["num_samples"], "note": "shap not run (quick mode or not installed)"})
+                       "num_samples": best["num_samples"], "note": "shap not run (quick mode or not installed)",
+                       "targets": [target("MAE / Kernel's MAE, at <= 1/10 of its wall time", None, 1.0)]})
         return record
 
     record["shap_version"] = shap.__version__
@@ -310,14 +318,22 @@ def run_sampling(ctx: BenchContext) -> dict:
     _, _, default_values = _kernel(shap, peers["numpy_f"], X, background, "num_features(10)", seed=SEED)
     record["shap_default_l1_mae"] = float(np.abs(default_values - ref_values).mean())
     record["issue_shap_ms"] = ISSUE_SHAP_MS["kernel_d30_bg50"]
-    budget = record["peer_shap_ms"] / 10
-    within = [step for step in ladder if step["ms"] <= budget]
+    within = [step for step in ladder if step["ms"] <= record["peer_shap_ms"] / 10]
     chosen = within[-1] if within else ladder[0]
     record.update({"jit_ms": chosen["ms"], "jit_cpu_ms": chosen["cpu_ms"], "mae": chosen["mae"],
                    "num_samples": chosen["num_samples"],
                    "time_fraction_of_kernel": chosen["ms"] / record["peer_shap_ms"],
-                   "mae_ratio_vs_kernel": chosen["mae"] / record["peer_shap_mae"]})
-    record["target_met"] = bool(within and chosen["mae"] <= record["peer_shap_mae"])
+                   "mae_ratio_vs_kernel": chosen["mae"] / record["peer_shap_mae"] if within else None})
+    # the same choice by CPU time (less sensitive to other programs on the machine)
+    kernel_cpu_ms = record[f"shap_{best}_cpu_ms"]
+    within_cpu = [step for step in ladder if step["cpu_ms"] <= kernel_cpu_ms / 10]
+    if within_cpu:
+        record.update({"num_samples_cpu_budget": within_cpu[-1]["num_samples"],
+                       "mae_ratio_vs_kernel_cpu_budget": within_cpu[-1]["mae"] / record["peer_shap_mae"]})
+    record["targets"] = [
+        target("MAE / Kernel's MAE, at <= 1/10 of its wall time", record["mae_ratio_vs_kernel"], 1.0),
+        target("MAE / Kernel's MAE, at <= 1/10 of its CPU time", record.get("mae_ratio_vs_kernel_cpu_budget"), 1.0),
+    ]
     return record
 
 
