@@ -229,6 +229,8 @@ class CheckReport:
 
     def __str__(self) -> str:
         verdict = "PASS" if self.passed else "FAIL"
+        if not math.isfinite(self.max_abs_err):  # no numbers to show: the shapes or values were wrong
+            return f"{verdict}  {self.layout + ' layout: ' if self.layout else ''}{self.reason}"
         text = (f"{verdict}  max rel err {self.max_rel_err:.2e} (rtol {self.rtol:.0e})  "
                 f"max abs err {self.max_abs_err:.2e}  shape {self.expected_shape} {self.dtype}")
         if self.layout:

@@ -1,5 +1,5 @@
-"""experiments/autograd.py: every claim holds, the results are deterministic, a false claim
-stops the run with one clear line."""
+"""experiments/autograd.py: every claim holds, and a false claim stops the run with one
+clear line."""
 import json
 
 import jax.numpy as jnp
@@ -15,7 +15,7 @@ def _run(tmp_path, name, *flags):
     return json.loads((out / "summary.json").read_text()), json.loads((out / "results.json").read_text())
 
 
-def test_all_claims_hold_and_are_deterministic(tmp_path, capsys):
+def test_all_claims_hold(tmp_path, capsys):
     from experiments import autograd
 
     summary, results = _run(tmp_path, "a", *autograd.SMOKE_ARGS)
@@ -32,8 +32,7 @@ def test_all_claims_hold_and_are_deterministic(tmp_path, capsys):
         assert must in texts, must
     branches = {c["detail"].get("branch") for c in claims if c["part"] == 1} - {None}
     assert branches == {"b", "100 b"}  # both sides of the `if`
-    _, again = _run(tmp_path, "b", *autograd.SMOKE_ARGS)
-    assert again == results
+    # (same seed, same results.json: tests/test_determinism.py runs every experiment twice)
 
 
 def test_a_false_claim_stops_the_run(tmp_path, monkeypatch, capsys):

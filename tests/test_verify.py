@@ -13,6 +13,7 @@ from jaxdl.verify.cli import main as verify_main
 from jaxdl.verify.registry import Check
 
 
+@pytest.mark.slow  # the whole registry: ~300 small programs compiled
 def test_real_catalogue_passes_and_writes_json(tmp_path, capsys):
     code = verify_main(["--out", str(tmp_path)])
     out = capsys.readouterr().out
