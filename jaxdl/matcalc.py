@@ -1,8 +1,8 @@
 """Matrix calculus with explicit layouts: check a derivative you worked out by hand.
 
 `jacobian(f, x, layout=...)` first computes every partial derivative dfᵢ/dxⱼ by
-autodiff (`jax.jacfwd` or `jax.jacrev`, whichever is cheaper for the shapes; both give
-the same numbers), then *arranges* them as the chosen layout prescribes. `check(f,
+autodiff (`jax.jacrev` when f has fewer entries than x -- one reverse pass per output --
+else `jax.jacfwd`, one forward pass per input; both give the same numbers), then *arranges* them as the chosen layout prescribes. `check(f,
 derivative, x, layout=...)` compares a hand-written derivative with that arrangement and
 returns a `CheckReport`.
 
@@ -43,7 +43,8 @@ Errors
 `check` measures the hand result H against the reference R (both in the same layout):
 max_abs_err = max|H − R|, and max_rel_err = max|H − R| / max|R| -- the error relative to
 the largest entry of R (the infinity-norm relative error), so roundoff in entries that are
-exactly zero does not count as a 100% error. It passes when the shapes match, H is
+exactly zero does not count as a 100% error (the flip side: an entry a billion times
+smaller than the largest is judged at the largest one's scale). It passes when the shapes match, H is
 finite, and max_rel_err <= rtol or max_abs_err <= atol. By dtype unless given: rtol is
 1e-9 for float64, 1e-4 for float32, 1e-2 for 16-bit floats; atol is 64 machine epsilons
 (1.4e-14 for float64, 7.6e-6 for float32) -- it only matters when the true derivative is
