@@ -2,9 +2,9 @@
 
 `jacobian(f, x, layout=...)` first computes every partial derivative dfᵢ/dxⱼ by
 autodiff (`jax.jacrev` when f has fewer entries than x -- one reverse pass per output --
-else `jax.jacfwd`, one forward pass per input; both give the same numbers), then *arranges* them as the chosen layout prescribes. `check(f,
-derivative, x, layout=...)` compares a hand-written derivative with that arrangement and
-returns a `CheckReport`.
+else `jax.jacfwd`, one forward pass per input; both give the same numbers), then
+*arranges* them as the chosen layout prescribes. `check(f, derivative, x, layout=...)`
+compares a hand-written derivative with that arrangement and returns a `CheckReport`.
 
 Objects
 -------
