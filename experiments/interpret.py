@@ -27,9 +27,11 @@ the top features, Spearman and Kendall rank correlations between methods, Shaple
 efficiency gaps and standard errors, IG completeness gaps), top_features.md (the table),
 importance.png (bar chart), digits_heatmaps.png, summary.json.
 
-Expect (seed 0; see the README for a real run): test accuracy ~0.97 on breast cancer and
-digits; worst-case size/concavity/texture features on top; Shapley, leave-one-out and
-integrated gradients agreeing closely (Spearman >= 0.9), first-layer weights less so.
+Expect (seed 0, a real run; see the README): test accuracy 0.965 on breast cancer and 0.98
+on digits; worst-case size/concavity/texture/smoothness features and the radius error on top;
+Shapley values, leave-one-out, integrated gradients and gradient x input agreeing closely
+(Spearman 0.99 between each two), first-layer weights much less (Spearman ~0.73); Shapley
+efficiency holds to float32 rounding (~1e-5) with standard errors ~0.01 on values ~1.5.
 """
 from __future__ import annotations
 
