@@ -69,12 +69,13 @@ def other_split(tmp_path_factory):
 
 @pytest.mark.parametrize("flags,msg", [
     (["--clients", "9"], "--clients 9: more clients than the graph's 8 relations"),
+    (["--clients", "0"], "--clients: must be >= 1"),
     (["--fraction", "1.5"], "--fraction: must be <= 1"),
     (["--fraction", "0"], "--fraction: must be > 0"),
     (["--setting", "both"], "--setting: 'both' is not one of"),
     (["--valid-fraction", "0.6", "--test-fraction", "0.5"], "must leave a training part"),
     (["--split", "{dir}/other.npz"], "made for a graph of 14 entities"),
-    (["--split", "{dir}/two.npz"], "holds 2 clients but --clients is 3"),
+    (["--split", "{dir}/two.npz"], "holds 2 clients but --clients is 8"),
     (["--split", "{dir}/missing.npz"], "no such file"),
     (["--data", "{dir}/nowhere"], "no such directory"),
 ])
