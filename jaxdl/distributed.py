@@ -146,7 +146,12 @@ def check_replicas(params, *, step: int | None = None) -> list[str]:
 
     mine = np.frombuffer(bytes.fromhex(param_digest(params)), np.uint32)
     every = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, mine.size)
-    digests = [row.astype(np.uint32).tobytes().hex() for row in every]
+    return compare_digests([row.astype(np.uint32).tobytes().hex() for row in every], step=step)
+
+
+def compare_digests(digests: list[str], *, step: int | None = None) -> list[str]:
+    """`digests` (one per process) when all agree; else JaxdlError naming the first process
+    that differs from process 0."""
     for i, d in enumerate(digests[1:], start=1):
         if d != digests[0]:
             when = f" at step {step}" if step is not None else ""
@@ -352,7 +357,8 @@ def _launch_local(nproc: int, command: list[str], args) -> int:
             if p.poll() is None:
                 p.send_signal(signum)
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+                if signal.getsignal(s) is not signal.SIG_IGN}  # an ignored signal stays ignored (nohup)
     try:
         failed = _wait(procs)
     finally:

@@ -145,7 +145,8 @@ def _key_data(key) -> np.ndarray:
 
 
 def data_parallel(loss_fn, optimizer, make_batches, data, *, devices: list, mode: str = "pmap",
-                  batch_size: int | None = None, load_batch: Callable | None = None) -> DataParallel:
+                  batch_size: int | None = None, load_batch: Callable | None = None,
+                  make_step: Callable | None = None) -> DataParallel:
     """An epoch over `data` on `devices`, data-parallel in the form `mode`.
 
     Args:
@@ -159,6 +160,11 @@ def data_parallel(loss_fn, optimizer, make_batches, data, *, devices: list, mode
       batch_size: the configured global batch, named in the error when it does not divide.
       load_batch: optional `load_batch(data, spec_b) -> batch`, run inside each step on the
         device's own columns of the spec (so a device gathers only its own rows).
+      make_step: optional `make_step(grad_reduce) -> train_step(state, batch, key)` for a
+        step that is not `make_train_step(loss_fn, optimizer)` (e.g. a row-sparse update);
+        it must apply `grad_reduce` (a `lax.pmean` over the axis 'data', or None on one
+        device) to whatever the devices must agree on. Under shard_map such a step runs
+        untyped (`check_vma=False`), exactly as under pmap.
 
     Returns:
       DataParallel; `epoch_fn(place(init_state(...)), key)` trains one epoch.
@@ -169,6 +175,11 @@ def data_parallel(loss_fn, optimizer, make_batches, data, *, devices: list, mode
         raise JaxdlError("no devices selected")
     if len(set(devices)) != len(devices):
         raise JaxdlError("the same device was selected twice")
+    custom = make_step is not None
+    if not custom:
+        if loss_fn is None or optimizer is None:
+            raise ValueError("data_parallel needs loss_fn and optimizer, or make_step")
+        make_step = lambda grad_reduce: make_train_step(loss_fn, optimizer, grad_reduce=grad_reduce)  # noqa: E731
     steps, global_batch = _batch_shape(make_batches, data)
     if batch_size is not None and batch_size != global_batch:
         raise JaxdlError(f"make_batches draws batches of {global_batch}, the config says {batch_size}")
@@ -177,11 +188,14 @@ def data_parallel(loss_fn, optimizer, make_batches, data, *, devices: list, mode
     if mode == "single":
         if num != 1 or jax.process_count() > 1:
             raise JaxdlError(f"the single-device form cannot use {num} devices")
-        dp = _single(loss_fn, optimizer, make_batches, data, devices[0], load_batch)
+        dp = _single(make_step(None), make_batches, data, devices[0], load_batch)
     elif mode == "pmap":
-        dp = _pmap(loss_fn, optimizer, make_batches, data, devices, global_batch // num, load_batch)
-    else:
-        dp = _shard_map(loss_fn, optimizer, make_batches, data, devices, load_batch)
+        dp = _pmap(make_step(_reduce_over_devices), make_batches, data, devices, global_batch // num, load_batch)
+    elif custom:
+        dp = _shard_map(make_step(_reduce_over_devices), make_batches, data, devices, load_batch, typed=False)
+    else:  # shard_map's typed form: autodiff all-reduces the gradients (see _shard_map)
+        dp = _shard_map(make_train_step(_mean_over_devices(loss_fn), optimizer), make_batches, data, devices,
+                        load_batch, typed=True)
     dp.steps_per_epoch, dp.global_batch = steps, global_batch
     if jax.process_count() > 1:
         dp.epoch_fn = _checking_replicas(dp)
@@ -198,15 +212,16 @@ def _checking_replicas(dp: DataParallel):
     def checked_epoch_fn(state, key):
         state, metrics = epoch_fn(state, key)
         host = dp.to_host(state)
-        dp.replica_digests = check_replicas(host.params, step=int(host.step))
+        step = getattr(host, "step", None)
+        dp.replica_digests = check_replicas(getattr(host, "params", host), step=None if step is None else int(step))
         return state, metrics
 
     return checked_epoch_fn
 
 
-def _single(loss_fn, optimizer, make_batches, data, device, load_batch) -> DataParallel:
+def _single(train_step, make_batches, data, device, load_batch) -> DataParallel:
     kwargs = {} if load_batch is None else {"load_batch": load_batch}
-    run_epoch = make_scan_epoch(make_train_step(loss_fn, optimizer), make_batches, **kwargs)
+    run_epoch = make_scan_epoch(train_step, make_batches, **kwargs)
     data = jax.device_put(data, device)
 
     def place(state):  # a copy: the epoch donates (consumes) the state it is given
@@ -232,8 +247,7 @@ def _device_steps(train_step, state, data, my_batches, k_steps, load_batch):
     return scan_steps(device_step, state, my_batches, k_steps)
 
 
-def _pmap(loss_fn, optimizer, make_batches, data, devices, per_device_batch, load_batch) -> DataParallel:
-    train_step = make_train_step(loss_fn, optimizer, grad_reduce=_reduce_over_devices)
+def _pmap(train_step, make_batches, data, devices, per_device_batch, load_batch) -> DataParallel:
     local = [d for d in devices if d.process_index == jax.process_index()]
     mesh = Mesh(np.asarray(local), (AXIS,))  # the layout pmap itself gives its arguments
     stacked, replicated = NamedSharding(mesh, P(AXIS)), NamedSharding(mesh, P())
@@ -273,13 +287,13 @@ def _mean_over_devices(loss_fn):
     return global_loss
 
 
-def _shard_map(loss_fn, optimizer, make_batches, data, devices, load_batch) -> DataParallel:
-    # shard_map types every value as replicated or varying over the axis. The params are
-    # replicated, the batch varies; differentiating the device-averaged (replicated) loss
-    # with respect to the params, autodiff's transpose of the implicit broadcast sums the
-    # per-device gradients: the all-reduce comes from autodiff. (Averaging per-device
-    # gradients the pmap way would be wrong here: they are already summed.)
-    train_step = make_train_step(_mean_over_devices(loss_fn), optimizer)
+def _shard_map(train_step, make_batches, data, devices, load_batch, *, typed: bool) -> DataParallel:
+    # typed: shard_map types every value as replicated or varying over the axis. The params
+    # are replicated, the batch varies; differentiating the device-averaged (replicated)
+    # loss with respect to the params, autodiff's transpose of the implicit broadcast sums
+    # the per-device gradients: the all-reduce comes from autodiff. (Averaging per-device
+    # gradients the pmap way would be wrong here: they are already summed.) A custom step
+    # runs untyped and reduces with its grad_reduce, as under pmap.
     mesh = Mesh(np.asarray(devices), (AXIS,))
     replicated, by_column = NamedSharding(mesh, P()), NamedSharding(mesh, P(None, AXIS))
 
@@ -287,7 +301,7 @@ def _shard_map(loss_fn, optimizer, make_batches, data, devices, load_batch) -> D
         return _device_steps(train_step, state, data, my_batches, k_steps, load_batch)
 
     sharded_steps = jax.shard_map(device_steps, mesh=mesh, in_specs=(P(), P(), P(None, AXIS), P()),
-                                  out_specs=P())
+                                  out_specs=P(), check_vma=typed)
 
     def run_epoch(state, data, key_data):
         k_batches, k_steps = jax.random.split(jax.random.wrap_key_data(key_data))

@@ -27,7 +27,7 @@ from jaxdl.models.dense import mlp_apply, mlp_init, softmax_apply, softmax_init 
 from jaxdl.parallel import data_parallel, select_devices, step_allreduce_bytes  # noqa: E402
 from jaxdl.train.epoch import shuffled_batches  # noqa: E402
 from jaxdl.train.optim import make_optimizer  # noqa: E402
-from jaxdl.train.step import init_state  # noqa: E402
+from jaxdl.train.step import init_state, make_train_step  # noqa: E402
 from jaxdl.train.supervised import classification_loss  # noqa: E402
 
 EPOCHS, BATCH, N, D, C = 3, 32, 200, 12, 4  # 6 steps an epoch, 18 steps in all
@@ -52,11 +52,16 @@ MODELS = {
 }
 
 
-def train(model, mode, num_devices, data, *, epochs=EPOCHS):
+def train(model, mode, num_devices, data, *, epochs=EPOCHS, custom_step=False):
     apply_fn, init_fn, opt_name, lr = MODELS[model]
     opt = make_optimizer(opt_name, lr)
-    dp = data_parallel(classification_loss(apply_fn), opt, partial(shuffled_batches, batch_size=BATCH), data,
-                       devices=jax.devices()[:num_devices], mode=mode, batch_size=BATCH)
+    loss_fn = classification_loss(apply_fn)
+    # custom_step: the same step handed over as `make_step` (the path of steps that are not
+    # make_train_step's, which run untyped under shard_map and reduce with grad_reduce)
+    make_step = partial(make_train_step, loss_fn, opt) if custom_step else None
+    dp = data_parallel(None if custom_step else loss_fn, None if custom_step else opt,
+                       partial(shuffled_batches, batch_size=BATCH), data, devices=jax.devices()[:num_devices],
+                       mode=mode, batch_size=BATCH, make_step=make_step and (lambda r: make_step(grad_reduce=r)))
     state = dp.place(init_state(init_fn(), opt))
     losses = []
     for e in range(epochs):
@@ -101,6 +106,9 @@ def main(out: str) -> None:
                 arrays[f"{model}/{mode}/{n}/leaf{i}"] = leaf
             arrays[f"{model}/{mode}/{n}/losses"] = losses
             arrays[f"{model}/{mode}/{n}/step"] = np.asarray(state.step)
+    state, losses = train("mlp", "shard_map", 4, data, custom_step=True)
+    for i, leaf in enumerate(jax.tree.leaves((state.params, state.opt_state))):
+        arrays[f"mlp/custom_shard_map/4/leaf{i}"] = leaf
     for mode, n in NOISY_RUNS:
         w, u = noisy_step(mode, n)
         arrays[f"noisy/{mode}/{n}/w"], arrays[f"noisy/{mode}/{n}/u"] = w, u

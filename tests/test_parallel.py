@@ -80,6 +80,14 @@ def test_pmap_and_shard_map_agree(multidevice, model, n):
         np.testing.assert_allclose(a, b, rtol=0, atol=ATOL)
 
 
+def test_a_custom_step_reducing_with_grad_reduce_matches_under_shard_map(multidevice):
+    arrays = multidevice["arrays"]
+    ref, got = _leaves(arrays, "mlp", "single", 1), _leaves(arrays, "mlp", "custom_shard_map", 4)
+    assert len(ref) == len(got) >= 2
+    for a, b in zip(ref, got):
+        np.testing.assert_allclose(b, a, rtol=0, atol=ATOL)
+
+
 @pytest.mark.parametrize("mode,n", [("pmap", 4), ("shard_map", 2)])
 def test_each_device_draws_its_own_randomness(multidevice, mode, n):
     """loss = u_i * mean(X_i w) with u_i ~ U(key of device i): after one SGD step (lr 1) from
@@ -166,6 +174,18 @@ def test_allreduce_bytes_parser():
   %add.3 = f32[64,10]{1,0} add(f32[64,10]{1,0} %all-reduce.1, f32[64,10]{1,0} %y)
 """
     assert allreduce_bytes(hlo) == 64 * 10 * 4 + 3 * 4 + 4 * 2 + 5 * 4
+
+
+def test_expected_4gpu_model_by_hand():
+    from jaxdl.bench.workloads_parallel import expected_4gpu
+
+    out = expected_4gpu(1_000_000, 0.2)  # 1 MB all-reduced, 0.2 GFLOP a step
+    t1 = 0.2e9 / 10e12 * 1e6  # 20 us at 10 TFLOP/s
+    pcie = 15 + 2 * 3 / 4 * 1e6 / 25e9 * 1e6  # latency + ring bytes / bandwidth = 75 us
+    assert out["gpu_step_us_1"] == pytest.approx(t1) and out["allreduce_us_pcie4_x16"] == pytest.approx(pcie)
+    assert out["speedup_4gpu_pcie4_x16"] == pytest.approx(20 / (5 + 75))
+    assert out["speedup_4gpu_nvlink3"] == pytest.approx(20 / (5 + 15 + 1.5e6 / 240e9 * 1e6))
+    assert out["batch_for_90pct_efficiency_pcie4_x16"] == 34560  # 9 * 75 us = per-GPU compute at 4 * 256 * 33.75
 
 
 def test_too_many_devices_on_this_process(tmp_path, capsys):
