@@ -1,7 +1,7 @@
 """FedE pieces on tiny graphs the tests write: the relation split, stacking, the server's
 aggregation (mean over holders only, clients without an entity untouched, relation
-embeddings never shared), a round against brute force, vmapped == sequential, the
-per-client evaluator against a numpy ranking, and bad input."""
+embeddings never shared), the vmapped round against clients trained one by one and a
+brute-force mean, the per-client evaluator against a numpy ranking, and bad input."""
 import dataclasses
 
 import jax
@@ -207,36 +207,40 @@ def setup(kg):
 _ROUNDS: dict = {}
 
 
-def _round(step, aggregate, participants=3, vmapped=True):
+def _round(step, aggregate, participants=3):
     """One local epoch per round; jitted rounds are cached (each compile costs seconds)."""
-    key = (id(step), aggregate, participants, vmapped)
+    key = (id(step), aggregate, participants)
     if key not in _ROUNDS:
         _ROUNDS[key] = jax.jit(fed.make_round(step, aggregate=aggregate, local_epochs=1, batch_size=BATCH,
                                               num_clients=3, participants=participants,
-                                              entity_dim=MODEL.entity_dim, vmapped=vmapped))
+                                              entity_dim=MODEL.entity_dim))
     return _ROUNDS[key]
 
 
-def test_fede_round_is_isolation_plus_mean_over_holders(setup):
-    """FedE (vmapped) against isolation run as a sequential Python loop over the clients."""
+def test_fede_round_is_local_training_per_client_plus_mean_over_holders(setup):
+    """The vmapped FedE round against each client trained alone by a jitted `local_train`
+    in a Python loop, and the server's table against a brute-force mean."""
     split, stack, step, state, data = setup
     key = jax.random.key(3)
     fede_state, m = _round(step, True)(state, data, key)
-    iso_state, m_iso = _round(step, False, vmapped=False)(state, data, key)
-    # Round 1 starts from the server's copy, so local training is the same in both settings,
-    # and the vmapped clients equal the clients trained one by one.
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
-                 fede_state.clients, iso_state.clients)
-    np.testing.assert_allclose(m["loss"], m_iso["loss"], rtol=1e-5)
+    train_one = jax.jit(lambda s, t, mask, k: fed.local_train(step, s, t, mask, k, local_epochs=1, batch_size=BATCH))
+    k_train = jax.random.split(key)[1]
+    alone = [train_one(jax.tree.map(lambda a: a[c], state.clients), data.train_CxNx3[c], data.train_mask_CxN[c],
+                       jax.random.fold_in(k_train, c)) for c in range(3)]
+    # Round 1 starts from the server's copy (the download changes nothing), so each client
+    # of the round is exactly that client trained alone.
+    alone_clients = jax.tree.map(lambda *xs: np.stack(xs), *[s for s, _ in alone])
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), fede_state.clients,
+                 alone_clients)
+    np.testing.assert_allclose(m["loss"], np.mean([float(mm["loss"]) for _, mm in alone]), rtol=1e-5)
     # Relation tables stay with their client: not averaged, not overwritten, all distinct.
     rel = np.asarray(fede_state.clients.params["relation"])
     assert not np.allclose(rel[0], rel[1]) and not np.allclose(rel[1], rel[2])
     # The server's table is the mean over holders of the clients' trained tables.
-    expected = _brute_aggregate(np.asarray(iso_state.clients.params["entity"]), stack.entity_mask_CxE,
-                                np.ones(3, bool), np.asarray(state.server_entity))
+    expected = _brute_aggregate(alone_clients.params["entity"], stack.entity_mask_CxE, np.ones(3, bool),
+                                np.asarray(state.server_entity))
     np.testing.assert_allclose(fede_state.server_entity, expected, rtol=1e-5, atol=1e-6)
-    assert int(m["floats_up"]) == stack.entity_mask_CxE.sum() * MODEL.entity_dim
-    assert int(m_iso["floats_up"]) == 0 and np.array_equal(iso_state.server_entity, state.server_entity)
+    assert int(m["floats_up"]) == int(m["floats_down"]) == stack.entity_mask_CxE.sum() * MODEL.entity_dim
     assert bool(m["finite"]) and int(fede_state.round) == 1
     # Every real step happened, no padding step: each client took ceil(N_c / B) steps.
     np.testing.assert_array_equal(fede_state.clients.step, np.ceil(stack.num_train_C / BATCH))

@@ -221,29 +221,23 @@ def pick_clients(key, client_mask_C, k: int):
 
 
 def make_round(train_step, *, aggregate: bool, local_epochs: int, batch_size: int, num_clients: int,
-               participants: int, entity_dim: int, vmapped: bool = True):
+               participants: int, entity_dim: int):
     """The pure round `round_fn(state, data, key) -> (state, metrics)` (jit it).
 
     aggregate: True for FedE (download, local training, upload + mean), False for
         isolation/collection (local training only, every client every round).
     num_clients: real clients C (the stack may hold padding clients after them).
     participants: K clients per round (FedE); all when K == C.
-    vmapped: False runs the same local training as a Python loop over the clients
-        (for the benchmark and the test that both agree); results are identical.
 
     Metrics: 'loss' (mean over participants of their local loss), 'floats_up',
     'floats_down' (FedE communication; 0 otherwise), 'finite'.
     Client c's randomness is fold_in(round key, c): independent of who else takes part.
     """
 
-    def train_clients(clients: TrainState, triples, mask, keys):
-        one = lambda s, t, m, k: local_train(train_step, s, t, m, k, local_epochs=local_epochs,  # noqa: E731
-                                             batch_size=batch_size)
-        if vmapped:
-            return jax.vmap(one)(clients, triples, mask, keys)
-        outs = [one(jax.tree.map(lambda a: a[i], clients), triples[i], mask[i], keys[i])
-                for i in range(triples.shape[0])]
-        return jax.tree.map(lambda *xs: jnp.stack(xs), *outs)
+    def one_client(state, triples, mask, key):
+        return local_train(train_step, state, triples, mask, key, local_epochs=local_epochs, batch_size=batch_size)
+
+    train_clients = jax.vmap(one_client)  # every client at once: one program, not a loop
 
     def round_fn(state: FedState, data: ClientArrays, key):
         k_pick, k_train = jax.random.split(key)
