@@ -73,10 +73,25 @@ def run_experiment(name: str, argv: list[str]) -> int:
 
     from jaxdl.runs import signals
 
-    nan_checks = jax.debug_nans(True) if getattr(cfg, "debug_nans", False) else contextlib.nullcontext()
+    debug_nans = bool(getattr(cfg, "debug_nans", False))
+    nan_checks = contextlib.ExitStack()
+    if debug_nans:  # op by op, so that JAX names the operation that made the NaN and the line calling it
+        jax.clear_caches()  # compiled fast paths from earlier runs in this process would skip the checks
+        nan_checks.enter_context(jax.debug_nans(True))
+        nan_checks.enter_context(jax.debug_infs(True))
+        nan_checks.enter_context(jax.disable_jit())
     # From here on SIGINT/SIGTERM/SIGHUP end the run cleanly wherever it is (see runs/signals.py).
     with signals.graceful(), nan_checks:
-        run = module.main(cfg)
+        try:
+            run = module.main(cfg)
+        except FloatingPointError as e:
+            if not debug_nans:
+                raise
+            import traceback
+
+            traceback.print_exc()
+            raise NumericalFault(f"--debug-nans: {str(e).splitlines()[0].rstrip('.')}; the traceback above ends at the "
+                                 f"operation and the line that made it") from None
     if run is not None:
         print(getattr(run, "dir", run), flush=True)
     return 0

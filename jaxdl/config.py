@@ -112,11 +112,27 @@ def check_field_bounds(cfg) -> None:
             continue
         if value != value:  # NaN
             raise JaxdlError(f"{flag}: must be a number, got nan")
+        if value in (float("inf"), float("-inf")) and any(meta.get(k) is not None for k in ("gt", "ge", "lt", "le")):
+            raise JaxdlError(f"{flag}: must be finite, got {value}")
         for key, ok, word in (("gt", lambda v, b: v > b, ">"), ("ge", lambda v, b: v >= b, ">="),
                               ("lt", lambda v, b: v < b, "<"), ("le", lambda v, b: v <= b, "<=")):
             bound = meta.get(key)
             if bound is not None and not ok(value, bound):
                 raise JaxdlError(f"{flag}: must be {word} {bound}, got {value}")
+
+
+def check_field_types(cfg) -> None:
+    """Every bool/int/float/str field holds a value of its type (a resumed run's config.json
+    may not); ints are accepted for floats. Raise JaxdlError naming the flag."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        tp, value = _base_type(hints[f.name]), getattr(cfg, f.name)
+        if tp not in (bool, int, float, str) or (value is None and type(None) in typing.get_args(hints[f.name])):
+            continue
+        if tp is float and isinstance(value, int) and not isinstance(value, bool):
+            object.__setattr__(cfg, f.name, float(value))
+        elif not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+            raise JaxdlError(f"{_flag(f.name)}: expected {tp.__name__}, got {value!r}")
 
 
 def from_dict(cls, values: dict):
@@ -137,11 +153,15 @@ def parse_config(cls, argv: list[str], prog: str):
         if not saved.is_file():
             raise JaxdlError(f"--resume {given['resume']}: not a run folder (no config.json)")
         try:
-            values.update(json.loads(saved.read_text()))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            saved_values = json.loads(saved.read_bytes().decode("utf-8"))
+        except (OSError, ValueError) as e:  # unreadable, not UTF-8, not JSON
             raise JaxdlError(f"--resume {given['resume']}: config.json is corrupt ({e})") from None
+        if not isinstance(saved_values, dict):
+            raise JaxdlError(f"--resume {given['resume']}: config.json is corrupt (not a JSON object)")
+        values.update(saved_values)
     values.update(given)
     cfg = from_dict(cls, values)
+    check_field_types(cfg)
     check_field_bounds(cfg)
     cfg.validate()
     return cfg

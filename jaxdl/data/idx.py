@@ -7,6 +7,7 @@ big-endian uint32. Files may be gzip-compressed. Every malformation raises Jaxdl
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import zlib
 from pathlib import Path
@@ -46,7 +47,7 @@ def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:
         raise JaxdlError(f"{name}: truncated IDX header")
     shape = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = np.dtype(_DTYPES[code])
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    expected = math.prod(shape) * dtype.itemsize  # exact: np.prod of int64 would wrap for huge shapes
     body = len(raw) - header
     if body != expected:
         what = "truncated" if body < expected else "has trailing bytes"

@@ -205,11 +205,11 @@ class Run:
             run._pending = (config, started, old_config)
             if not resume:
                 run.commit()
-        except BaseException:
+            registry.register(run_dir, {**lock.this_process(), "experiment": experiment, "devices": device_names,
+                                        "started": started})
+        except BaseException:  # including a SIGTERM raised here (see signals.py)
             lock.release(run_dir)
             raise
-        registry.register(run_dir, {**lock.this_process(), "experiment": experiment, "devices": device_names,
-                                    "started": started})
         return run
 
     def commit(self) -> None:

@@ -169,8 +169,8 @@ def fit(
             host = jax.device_get(to_host(state))
             if not _all_finite(params_of(host)):
                 run.note = f"NaN/inf parameters after epoch {epoch}"
-                raise NumericalFault(f"the parameters became NaN/inf in epoch {epoch} (its "
-                                     f"loss and gradients were finite); {_kept()}; rerun with --debug-nans")
+                raise NumericalFault(f"the parameters became NaN/inf in epoch {epoch} (its loss and gradients "
+                                     f"were finite); {_kept()}; to find the operation: {hint} --debug-nans")
             best = best_params if best_params is not None else params_of(host)
             checkpoint.save(mngr, epoch, {"state": host, "best_params": best, "key": key_data},
                             {"epoch": epoch, "best_value": best_value, "best_epoch": best_epoch,
@@ -204,8 +204,8 @@ def fit(
                 if bad_step is not None:
                     run.note = f"NaN/inf at epoch {epoch}, step {bad_step + 1}"
                     raise NumericalFault(f"loss or gradient became NaN/inf at epoch {epoch}, step {bad_step + 1} "
-                                         f"of {num_steps}; {_kept()}; rerun with --debug-nans to find the "
-                                         f"operation (and a smaller --lr if it is too large)")
+                                         f"of {num_steps}; {_kept()}; to find the operation, replay it op by op "
+                                         f"from there: {hint} --debug-nans (or try a smaller --lr)")
                 if evaluate is not None and (epoch % eval_every == 0 or epoch == max_epochs):
                     record.update(evaluate(state))
                     if monitor is not None:
