@@ -23,6 +23,10 @@ from typing import Any, ClassVar
 from jaxdl.errors import JaxdlError
 
 
+# Settings of one invocation, not of the run: a resumed run does not take them from config.json.
+PER_INVOCATION = frozenset({"resume", "debug_nans", "progress"})
+
+
 def doc(help: str, *, gt=None, ge=None, le=None, lt=None, choices=None) -> dict:
     """Field metadata: a help line and optional bounds/choices checked on parse."""
     return {"help": help, "gt": gt, "ge": ge, "le": le, "lt": lt, "choices": choices}
@@ -158,7 +162,7 @@ def parse_config(cls, argv: list[str], prog: str):
             raise JaxdlError(f"--resume {given['resume']}: config.json is corrupt ({e})") from None
         if not isinstance(saved_values, dict):
             raise JaxdlError(f"--resume {given['resume']}: config.json is corrupt (not a JSON object)")
-        values.update(saved_values)
+        values.update({k: v for k, v in saved_values.items() if k not in PER_INVOCATION})
     values.update(given)
     cfg = from_dict(cls, values)
     check_field_types(cfg)

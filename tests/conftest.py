@@ -21,3 +21,12 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None, cwd: Path
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_run_registry(tmp_path_factory):
+    """Runs made by the tests sign in to a registry of their own, not the user's `jaxdl ps`."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("JAXDL_REGISTRY", str(tmp_path_factory.getbasetemp() / "registry"))
+    yield
+    patch.undo()

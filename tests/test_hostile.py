@@ -176,7 +176,8 @@ def test_not_a_run_folder(tmp_path, capsys):
     (b"[1, 2, 3]", "config.json is corrupt (not a JSON object)"),
     (b'{"lr": "fast"}', "--lr: expected float, got 'fast'"),
     (b'{"max_epochs": 2.5}', "--max-epochs: expected int, got 2.5"),
-    (b'{"debug_nans": "yes"}', "--debug-nans: expected bool, got 'yes'"),
+    (b'{"seed": true}', "--seed: expected int, got True"),
+    (b'{"loss": 3}', "--loss: expected str, got 3"),
     (b'{"lr": -1}', "--lr: must be > 0, got -1"),
 ])
 def test_hostile_saved_config(content, expected, tmp_path, capsys):
@@ -210,7 +211,7 @@ def test_run_folder_of_another_experiment_or_config(trained_run, tmp_path, capsy
     run = _copy(trained_run, tmp_path)
     _fails_cleanly(capsys, ["exp", "mlp", "--resume", str(run)], "holds a 'softmax' run, not 'mlp'",
                    "python -m jaxdl exp softmax --resume")
-    _fails_cleanly(capsys, ["exp", "softmax", "--out", str(run)], "holds a finished run; extend it with --resume")
+    _fails_cleanly(capsys, ["exp", "softmax", "--out", str(run)], "holds a finished run; choose another folder (or extend it: --resume")
     _fails_cleanly(capsys, ["exp", "softmax", "--resume", str(run), "--max-epochs", "2"],
                    "has reached epoch 3; give --max-epochs 3 or more")
     _fails_cleanly(capsys, ["exp", "softmax", "--resume", str(run), "--max-epochs", "4", "--seed", "1"],

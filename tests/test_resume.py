@@ -153,6 +153,8 @@ def test_interrupted_every_way_and_resumed_equals_uninterrupted(tmp_path, env):
     p.popen.send_signal(signal.SIGKILL)
     assert p.wait() == -signal.SIGKILL
     assert _epochs(run_dir) < 24 and (run_dir / "run.lock").exists()  # killed before the end; lock left
+    row = json.loads(_cli(["ps", "--json", str(run_dir)], env).stdout)
+    assert row["state"] == "dead" and row["note"] == "ended without closing (killed or crashed)", row
     grew_without_duplicates()
 
     # 4. resume to the end: the stale lock is taken over with a notice

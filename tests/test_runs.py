@@ -327,3 +327,12 @@ def test_ps_lists_registered_runs_with_state_epoch_and_note(tmp_path, capsys):
     assert "not running; checkpoint: epoch 1; resume with" in capsys.readouterr().out
     with pytest.raises(JaxdlError, match="not a run folder"):
         ps.main_stop([str(tmp_path / "gone")])
+
+
+def test_devices_lists_what_jax_sees():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=3", "JAX_PLATFORMS": "cpu",
+           "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run([sys.executable, "-m", "jaxdl", "devices"], capture_output=True, text=True, env=env,
+                          timeout=120)
+    rows = [line.split("\t") for line in proc.stdout.splitlines()]
+    assert proc.returncode == 0 and [r[:3] for r in rows] == [[str(i), "cpu", "cpu"] for i in range(3)], proc

@@ -59,7 +59,8 @@ def describe(run_dir, entry: dict | None = None) -> dict:
             "epoch": last_epoch(run_dir), "max_epochs": config.get("max_epochs"),
             "checkpoint": ckpts[-1] if ckpts else None, "devices": devices,
             "run_dir": str(run_dir.resolve()), "started": (held or entry).get("started"),
-            "note": "" if state in ("running", "stopped") else entry.get("note") or ""}
+            "note": "" if state in ("running", "stopped") else entry.get("note") or
+            ("ended without closing (killed or crashed)" if entry and not entry.get("ended") else "")}
 
 
 def _rows(args) -> list[dict]:

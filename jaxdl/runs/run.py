@@ -30,7 +30,7 @@ from jaxdl.errors import JaxdlError
 from jaxdl.runs import lock, registry
 
 CKPT_DIR = "checkpoints"
-_IGNORED_CHANGES = {"resume", "out", "progress"}  # flags that may differ on resume without notice
+_IGNORED_CHANGES = {"resume", "out", "progress", "debug_nans"}  # flags that may differ on resume without notice
 
 
 def _json_default(x):
@@ -178,8 +178,8 @@ class Run:
             if (run_dir / "config.json").is_file():
                 _refuse_if_held(run_dir)
                 if is_finished(run_dir):
-                    raise JaxdlError(f"--out {out}: holds a finished run; extend it with --resume {out} "
-                                     f"--max-epochs N, or choose another folder")
+                    raise JaxdlError(f"--out {out}: holds a finished run; choose another folder (or extend it: "
+                                     f"--resume {out} --max-epochs N)")
                 raise JaxdlError(f"--out {out}: holds an unfinished run; continue it with --resume {out}")
         else:
             stamp = time.strftime("%Y%m%d-%H%M%S")
