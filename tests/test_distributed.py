@@ -77,6 +77,7 @@ def reference(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_four_processes_match_one(reference, tmp_path):
     out = tmp_path / "four"
     proc = _launch("--nproc", "4", "exp", "mlp", "--out", str(out), "--parallel", "shard_map", *ARGS)
@@ -89,6 +90,7 @@ def test_four_processes_match_one(reference, tmp_path):
     assert not (out / "run.lock").exists()
 
 
+@pytest.mark.slow
 def test_killed_process_stops_the_job_and_the_run_resumes(reference, tmp_path):
     """Two processes: when epoch 2 is logged, process 1 is killed (process 0 is paused for
     that instant so the kill lands mid-run however fast the machine is). Process 0 must

@@ -125,6 +125,7 @@ def test_allreduce_bytes_per_step_are_the_gradients_and_metrics(multidevice):
     assert multidevice["report"]["allreduce_bytes"] == 4 * (548 + 2)
 
 
+@pytest.mark.slow
 def test_mlp_on_4_devices_reaches_the_single_device_accuracy(multidevice, tmp_path, capsys):
     code, log, run4 = multidevice["e2e"]
     assert code == 0, log[-3000:]
