@@ -62,7 +62,7 @@ def initialize(*, coordinator: str | None = None, num_processes: int | None = No
                                    initialization_timeout=init_timeout, heartbeat_timeout_seconds=heartbeat_timeout,
                                    shutdown_timeout_seconds=shutdown_timeout)
     except (ValueError, TypeError) as e:
-        raise JaxdlError(f"launch: {e}; outside a scheduler give --nproc N, or --coordinator HOST:PORT "
+        raise JaxdlError(f"launch: {str(e).rstrip('.')}; outside a scheduler give --nproc N, or --coordinator HOST:PORT "
                          "--num-processes N --process-id I") from None
     except Exception as e:  # the coordinator could not be reached within init_timeout
         raise JaxdlError(f"launch: could not join the job at {coordinator or 'the detected coordinator'} "
@@ -268,6 +268,10 @@ def main_launch(argv: list[str]) -> int:
     command = args.command
     if not command or command[0] != "exp" or len(command) < 2:
         raise JaxdlError("launch: give the experiment to run, e.g. `launch --nproc 2 exp mlp --max-epochs 5`")
+    if "-h" in command or "--help" in command:  # the experiment's flags, from this process alone
+        from jaxdl import cli
+
+        return cli.main(command)
     for name in ("heartbeat_timeout", "init_timeout"):
         if getattr(args, name) < 1:
             raise JaxdlError(f"launch: --{name.replace('_', '-')} must be >= 1")
@@ -300,8 +304,7 @@ def _check_command(command: list[str]) -> None:
     from jaxdl.config import parse_config
 
     module = cli.load_experiment(command[1])
-    if "-h" not in command and "--help" not in command:
-        parse_config(module.Config, command[2:], f"python -m jaxdl exp {command[1]}")
+    parse_config(module.Config, command[2:], f"python -m jaxdl exp {command[1]}")
 
 
 def _no_orphans():  # runs in the child before exec: die with the launcher

@@ -1,6 +1,8 @@
 """Several processes on loopback (`python -m jaxdl launch`), against one process.
 
-Each launched process has one CPU device and gloo collectives; the global batch (64) is
+Four processes started as a scheduler starts them (SLURM's environment, auto-detected) and
+two started by `launch --nproc 2` (then one is killed, and the run resumed). Each process
+has one CPU device and gloo collectives; the global batch (64) is
 the same in every run, so the runs follow one trajectory. Tolerances: per-epoch train loss
 rtol 1e-5 and final parameters atol 1e-5 against the single-process run (observed ~1e-7:
 only the order of the gradient sums differs); the processes' own copies of the parameters
@@ -78,12 +80,28 @@ def reference(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_four_processes_match_one(reference, tmp_path):
+def test_four_processes_started_by_a_scheduler_match_one(reference, tmp_path):
+    """Four processes started the way `srun -n 4 python -m jaxdl launch exp mlp ...` starts
+    them: the same command, told apart only by SLURM's environment, which
+    jax.distributed.initialize reads (coordinator on the first node of the step)."""
+    from jaxdl.distributed import free_port
+
     out = tmp_path / "four"
-    proc = _launch("--nproc", "4", "exp", "mlp", "--out", str(out), "--parallel", "shard_map", *ARGS)
-    stdout, stderr = proc.communicate(timeout=180)
-    assert proc.returncode == 0, stderr[-3000:]
-    assert stdout.strip().splitlines()[-1] == str(out)  # process 0's output, once
+    slurm = {"SLURM_JOB_ID": "4242", "SLURM_STEP_NODELIST": "127.0.0.1", "SLURM_NTASKS": "4",
+             "JAX_COORDINATOR_PORT": str(free_port())}
+    procs = [subprocess.Popen([sys.executable, "-m", "jaxdl", "launch", "exp", "mlp", "--out", str(out),
+                               "--parallel", "shard_map", *ARGS], cwd=REPO, text=True,
+                              env={**ENV, **slurm, "SLURM_PROCID": str(i), "SLURM_LOCALID": "0"},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for i in range(4)]
+    try:
+        outputs = [p.communicate(timeout=180) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (stdout, stderr) in zip(procs, outputs):
+        assert p.returncode == 0, stderr[-3000:]
+        assert stdout.strip().splitlines()[-1] == str(out)  # every process names the one run folder
     _same_run(out, reference)
     digests = json.loads((out / "summary.json").read_text())["replica_digests"]
     assert len(digests) == 4 and len(set(digests)) == 1  # every process holds the same parameters
