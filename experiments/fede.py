@@ -55,7 +55,7 @@ from jaxdl.config import TrainConfig, doc, to_dict
 from jaxdl.data import federated as fed_data
 from jaxdl.data.kg import load_kg, synthetic_kg
 from jaxdl.errors import JaxdlError
-from jaxdl.eval.federated import METRICS, flat_metrics, make_client_evaluator, weighted_overall
+from jaxdl.eval.federated import METRICS, flat_metrics, make_client_evaluator
 from jaxdl.losses.kge import LOSSES, make_loss_fn
 from jaxdl.models.kge import ENTITY_CONSTRAINTS, MODELS, KGEModel, with_entity_constraint
 from jaxdl.parallel import select_devices
@@ -85,7 +85,8 @@ class Config(TrainConfig):
     fraction: float = field(default=1.0, metadata=doc("fraction of clients per FedE round (reference: 1)", gt=0, le=1))
     local_epochs: int = field(default=3, metadata=doc("local epochs per round (reference: 3)", gt=0))
     split: str = field(default="", metadata=doc("reuse a saved split.npz (default: split afresh, saved in the run)"))
-    split_seed: int = field(default=0, metadata=doc("seed of the relation deal and the per-client 80/10/10 split", ge=0))
+    split_seed: int = field(default=0, metadata=doc("seed of the relation deal and the per-client 80/10/10 split",
+                                                    ge=0))
     valid_fraction: float = field(default=0.1, metadata=doc("per-client validation share (FedE: 0.1)", gt=0, lt=1))
     test_fraction: float = field(default=0.1, metadata=doc("per-client test share (FedE: 0.1)", gt=0, lt=1))
     model: str = field(default="transe", metadata=doc("score function", choices=MODELS))
@@ -121,6 +122,10 @@ class Config(TrainConfig):
 # ---------------------------------------------------------------------------------------
 def load_graph(cfg: Config):
     return load_kg(cfg.data) if cfg.data else synthetic_kg(seed=0)
+
+
+def graph_name(kg) -> str:
+    return Path(kg.source).name if kg.source and Path(kg.source).is_dir() else "synthetic grid"
 
 
 def make_split(cfg: Config, kg, run_dir: Path | None) -> fed_data.FederatedSplit:
@@ -186,12 +191,13 @@ def train_setting(cfg: Config, setting: str, run: Run, kg, split: fed_data.Feder
         placed, _ = fed.place_clients(jax.tree.map(np.asarray, host_state), data, devices)
         return placed
 
+    resume_dir = run.dir if setting == cfg.setting else run.dir.parent  # an 'all' run resumes from its top folder
     t0 = time.perf_counter()
     result = fit(run=run, state=state, epoch_fn=lambda s, k: round_jit(s, data, k), key=jax.random.fold_in(key, 1),
                  max_epochs=cfg.max_epochs, ckpt_every=cfg.ckpt_every, evaluate=evaluate, eval_every=cfg.eval_every,
                  monitor=("valid_mrr", "max"), patience=cfg.patience, params_of=params_of, to_host=jax.device_get,
                  from_host=from_host, progress=cfg.progress,
-                 resume_hint=f"python -m jaxdl exp fede --resume {run.dir.parent if setting != cfg.setting else run.dir}")
+                 resume_hint=f"python -m jaxdl exp fede --resume {resume_dir}")
     train_seconds = time.perf_counter() - t0
     best = result.best_params if result.best_params is not None else params_of(jax.device_get(result.state))
     test = score("test", best)
@@ -218,7 +224,8 @@ def train_setting(cfg: Config, setting: str, run: Run, kg, split: fed_data.Feder
             "reference_floats_per_round_each_way": participants * E * De,  # zjukg/FedE: the whole table
         }
     if run.is_writer:
-        plot_round_curves(run.metrics(), run.dir / "curves.png", title=f"{setting} ({kg.source or 'synthetic'})")
+        plot_round_curves(run.metrics(), run.dir / "curves.png",
+                          title=f"{setting} ({graph_name(kg)}, {len(split.clients)} clients)")
     run.write_summary(summary)
     print(f"{setting}: test MRR {summary['test_mrr']:.4f}  Hits@1 {summary['test_hits@1']:.4f}  "
           f"Hits@10 {summary['test_hits@10']:.4f}  (best round {result.best_epoch} of {result.epochs_done})",
@@ -353,7 +360,7 @@ def main(cfg: Config) -> Run:
         if run.is_writer:
             write_json_atomic(run.dir / "comparison.json", table)
             plot_comparison(curves, run.dir / "comparison.png",
-                            title=f"{kg.source or 'synthetic'}: {cfg.clients} clients")
+                            title=f"{graph_name(kg)}: {cfg.clients} clients")
         run.write_summary({"finished": True, "setting": "all", "split": split.summary(),
                            "test_mrr": {s: summaries[s]["test_mrr"] for s in summaries},
                            "test_mrr_per_client": {s: summaries[s]["test_mrr_per_client"] for s in summaries},

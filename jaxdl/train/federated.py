@@ -52,7 +52,7 @@ from jax.sharding import PartitionSpec as P
 from jaxdl.data.federated import ClientStack
 from jaxdl.errors import JaxdlError
 from jaxdl.models import kge as kge_models
-from jaxdl.train.step import TrainState, all_finite
+from jaxdl.train.step import TrainState
 
 SETTINGS = ("isolation", "collection", "fede")
 CLIENT_AXIS = "clients"
@@ -107,18 +107,22 @@ def num_participants(num_clients: int, fraction: float) -> int:
 def init_fed_state(key, model: kge_models.KGEModel, stack: ClientStack, optimizer) -> FedState:
     """The server's entity table is drawn once (reference init, uniform +-(gamma+eps)/dim)
     and every client starts from a copy of it; each client draws its own relation table
-    from fold_in(key, client)."""
+    from fold_in(key, client). One compiled program."""
     C, R = stack.relation_mask_CxR.shape
     E = stack.entity_mask_CxE.shape[1]
-    k_server, k_rel = jax.random.split(key)
-    server_entity = kge_models.init(k_server, model, E, 1)["entity"]
-    relations = jax.vmap(lambda c: kge_models.init(jax.random.fold_in(k_rel, c), model, 1, R)["relation"])(
-        jnp.arange(C))
-    relations = jnp.where(jnp.asarray(stack.relation_mask_CxR)[..., None], relations, 0.0)
-    params = {"entity": jnp.broadcast_to(server_entity, (C, *server_entity.shape)), "relation": relations}
-    opt_state = jax.vmap(optimizer.init)(params)
-    clients = TrainState(params, opt_state, jnp.zeros((C,), jnp.int32))
-    return FedState(clients, server_entity, jnp.zeros((), jnp.int32))
+
+    @jax.jit
+    def build(key, relation_mask_CxR):
+        k_server, k_rel = jax.random.split(key)
+        server_entity = kge_models.init(k_server, model, E, 1)["entity"]
+        relations = jax.vmap(lambda c: kge_models.init(jax.random.fold_in(k_rel, c), model, 1, R)["relation"])(
+            jnp.arange(C))
+        relations = jnp.where(relation_mask_CxR[..., None], relations, 0.0)
+        params = {"entity": jnp.broadcast_to(server_entity, (C, *server_entity.shape)), "relation": relations}
+        clients = TrainState(params, jax.vmap(optimizer.init)(params), jnp.zeros((C,), jnp.int32))
+        return FedState(clients, server_entity, jnp.zeros((), jnp.int32))
+
+    return build(key, jnp.asarray(stack.relation_mask_CxR))
 
 
 # ---------------------------------------------------------------------------------------
@@ -148,7 +152,7 @@ def communication(holds_CxE, participating_C, entity_dim: int) -> dict:
     """Floats sent in one FedE round: up = down = sum over participants of (held entities x
     entity_dim). (The reference sends the full E x D table both ways to every client.)"""
     rows = (holds_CxE & participating_C[:, None]).sum()
-    floats = rows * entity_dim
+    floats = rows.astype(jnp.float32) * entity_dim  # float: no int32 overflow on large federations
     return {"floats_up": floats, "floats_down": floats}
 
 
@@ -264,7 +268,7 @@ def make_round(train_step, *, aggregate: bool, local_epochs: int, batch_size: in
             clients = jax.tree.map(lambda a, b: a.at[index].set(b), clients, trained)
             local = jax.tree.map(lambda m: jnp.zeros((C_stack, *m.shape[1:]), m.dtype).at[index].set(m), local)
         server_entity = state.server_entity
-        comm = {"floats_up": jnp.zeros((), jnp.int32), "floats_down": jnp.zeros((), jnp.int32)}
+        comm = {"floats_up": jnp.zeros((), jnp.float32), "floats_down": jnp.zeros((), jnp.float32)}
         if aggregate:
             server_entity, _ = aggregate_entities(clients.params["entity"], data.entity_mask_CxE, participating,
                                                   server_entity)
