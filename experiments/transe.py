@@ -39,14 +39,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdl import distributed
 from jaxdl.config import TrainConfig, doc, to_dict
 from jaxdl.data.kg import CORRUPT_MODES, KG, epoch_batches, load_kg, synthetic_kg, triple_set, write_id_maps
 from jaxdl.errors import JaxdlError
 from jaxdl.eval.link_prediction import make_evaluator
 from jaxdl.losses.kge import LOSSES, make_loss_fn
 from jaxdl.models import kge
-from jaxdl.parallel import select_devices
-from jaxdl.runs.run import Run
+from jaxdl.parallel import check_divisible, data_parallel, select_devices
 from jaxdl.train import supervised
 from jaxdl.train.epoch import make_scan_epoch
 from jaxdl.train.loop import fit
@@ -94,7 +94,8 @@ class Setup(NamedTuple):
     model: kge.KGEModel
     params: dict
     optimizer: object
-    run_epoch: object  # jitted (state, data, key) -> (state, metrics)
+    loss_fn: object  # (params, batch, key) -> (loss, metrics)
+    run_epoch: object  # jitted (state, data, key) -> (state, metrics), one device
     data: dict
 
 
@@ -120,7 +121,7 @@ def build(cfg: Config, kg: KG | None = None) -> Setup:
                            known=known)
     run_epoch = make_scan_epoch(make_train_step(loss_fn, optimizer),
                                 partial(epoch_batches, batch_size=cfg.batch_size))
-    return Setup(kg, model, params, optimizer, run_epoch, {"triples": jnp.asarray(kg.train)})
+    return Setup(kg, model, params, optimizer, loss_fn, run_epoch, {"triples": jnp.asarray(kg.train)})
 
 
 def time_epoch(cfg: Config, *, kg: KG | None = None, repeats: int = 20) -> dict:
@@ -143,30 +144,38 @@ def main(cfg: Config):
     setup = build(cfg)
     kg, model = setup.kg, setup.model
     devices = select_devices(cfg.devices)
-    run = Run.open("transe", to_dict(cfg), out=cfg.out, resume=cfg.resume, devices=[d.id for d in devices])
+    check_divisible(cfg.batch_size, len(devices))
+    run = distributed.open_run("transe", to_dict(cfg), out=cfg.out, resume=cfg.resume,
+                               devices=[d.id for d in devices])
     try:
         print(f"{kg.source}: {kg.num_entities} entities, {kg.num_relations} relations, "
               f"{len(kg.train)}/{len(kg.valid)}/{len(kg.test)} train/valid/test triples "
               f"(dropped {kg.dropped['valid']} valid, {kg.dropped['test']} test)", flush=True)
+        # Several devices: each takes its columns of every (padded, masked) global batch; the
+        # loss is then a mean of per-device means, equal to the one-device loss except in an
+        # epoch's last, padded batch.
+        dp = data_parallel(setup.loss_fn, setup.optimizer, partial(epoch_batches, batch_size=cfg.batch_size),
+                           setup.data, devices=devices, mode=cfg.parallel, batch_size=cfg.batch_size)
         validate = make_evaluator(model, kg, splits=("valid",), batch_size=cfg.eval_batch_size or None)
         epoch_seconds: list[float] = []
 
         def epoch_fn(state, key):  # the training epoch, timed apart from evaluation
             t0 = time.perf_counter()
-            state, metrics = setup.run_epoch(state, setup.data, key)
+            state, metrics = dp.epoch_fn(state, key)
             jax.block_until_ready(state)
             epoch_seconds.append(time.perf_counter() - t0)
             return state, metrics
 
         t0 = time.perf_counter()
-        state = jax.device_put(init_state(setup.params, setup.optimizer), devices[0])
-        result = fit(run=run, state=state, epoch_fn=epoch_fn, key=jax.random.fold_in(jax.random.key(cfg.seed), 1),
+        result = fit(run=run, state=dp.place(init_state(setup.params, setup.optimizer)), epoch_fn=epoch_fn,
+                     key=jax.random.fold_in(jax.random.key(cfg.seed), 1),
                      max_epochs=cfg.max_epochs, ckpt_every=cfg.ckpt_every,
-                     evaluate=lambda s: validate(s.params), eval_every=cfg.eval_every,
+                     evaluate=lambda s: validate(dp.to_host(s).params), eval_every=cfg.eval_every,
                      monitor=("valid_mrr", "max"), patience=cfg.patience,
-                     to_host=jax.device_get, from_host=lambda s: jax.device_put(s, devices[0]),
-                     progress=cfg.progress, resume_hint=f"python -m jaxdl exp transe --resume {run.dir}")
+                     to_host=dp.to_host, from_host=dp.from_host, progress=cfg.progress and run.is_writer,
+                     resume_hint=f"{distributed.command_prefix()} exp transe --resume {run.dir}")
         result.extra["train_seconds"] = time.perf_counter() - t0
+        result.state = dp.to_host(result.state)
     except BaseException:
         run.close()
         raise

@@ -185,6 +185,8 @@ def data_parallel(loss_fn, optimizer, make_batches, data, *, devices: list, mode
         raise JaxdlError(f"make_batches draws batches of {global_batch}, the config says {batch_size}")
     num = len(devices)
     check_divisible(global_batch, num)
+    if num == 1 and jax.process_count() == 1:
+        mode = "single"  # one device: the plain jitted scan, whatever --parallel says
     if mode == "single":
         if num != 1 or jax.process_count() > 1:
             raise JaxdlError(f"the single-device form cannot use {num} devices")
