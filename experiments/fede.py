@@ -17,7 +17,9 @@ trains one model on the union of the clients' training triples; `fede` runs roun
 averages each entity's embedding over the participating clients that hold it. One round
 is the unit of every setting (each client, or the pooled model, sees its data
 `--local-epochs` times), so validation curves per round compare like with like. All
-clients of a round train in one compiled, vmapped step (jaxdl.train.federated).
+clients of a round train in one compiled, vmapped step (jaxdl.train.federated); with
+`--devices N` (N > 1) the client axis is split across the devices (`--parallel` does not
+apply: clients, not batches, are what is distributed).
 
 Evaluation, per client: filtered MRR, MR and Hits@1/3/10 on its own test triples, heads
 and tails ranked against all entities with the client's own triples filtered; overall:
@@ -92,7 +94,7 @@ class Config(TrainConfig):
     model: str = field(default="transe", metadata=doc("score function", choices=MODELS))
     dim: int = field(default=50, metadata=doc("embedding size (KGE room's UMLS setting: 50; FedE: 128)", gt=0))
     gamma: float = field(default=9.0, metadata=doc("margin in the TransE/RotatE score (FedE: 10)", gt=0))
-    p: int = field(default=1, metadata=doc("TransE norm", choices=(1, 2)))
+    norm: int = field(default=1, metadata=doc("TransE distance norm", choices=(1, 2)))
     entity_norm: str = field(default="ball", metadata=doc(
         "after each local step keep entity vectors in the unit ball (||e|| <= 1, as the transe experiment), "
         "on the sphere, or unconstrained", choices=ENTITY_CONSTRAINTS))
@@ -150,7 +152,7 @@ def make_split(cfg: Config, kg, run_dir: Path | None) -> fed_data.FederatedSplit
 def train_setting(cfg: Config, setting: str, run: Run, kg, split: fed_data.FederatedSplit, devices: list) -> dict:
     """Train `setting` in `run` (resuming from its checkpoints), test the best parameters,
     write summary.json and curves.png; returns the summary."""
-    model = KGEModel(cfg.model, dim=cfg.dim, gamma=cfg.gamma, p=cfg.p)
+    model = KGEModel(cfg.model, dim=cfg.dim, gamma=cfg.gamma, p=cfg.norm)
     collection = setting == "collection"
     aggregate = setting == "fede"
     clients = [fed_data.collection_client(split)] if collection else list(split.clients)

@@ -94,6 +94,11 @@ def test_split_save_load_roundtrip_and_mismatch(kg, tmp_path):
     other = tiny_kg(seed=5)
     with pytest.raises(JaxdlError, match="different graph|made for a graph"):
         fd.load_split(path, other)
+    with np.load(path) as z:  # a split with one array missing
+        arrays = {k: z[k] for k in z.files if k != "client1_train"}
+    np.savez(tmp_path / "partial.npz", **arrays)
+    with pytest.raises(JaxdlError, match="incomplete or damaged split"):
+        fd.load_split(tmp_path / "partial.npz", kg)
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
     with pytest.raises(JaxdlError, match="not a saved split"):
         fd.load_split(tmp_path / "bad.npz", kg)

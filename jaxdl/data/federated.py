@@ -232,24 +232,26 @@ def load_split(path: str | Path, kg: KG) -> FederatedSplit:
         header = json.loads(arrays.pop("header").tobytes().decode())
     except Exception as e:  # zip, npz and JSON errors alike: the file is not a split
         raise JaxdlError(f"{where}: not a saved split ({type(e).__name__}: {e})") from None
-    if not isinstance(header, dict) or header.get("format") != SPLIT_FORMAT:
-        raise JaxdlError(f"{where}: not a saved split (format {header.get('format') if isinstance(header, dict) else '?'!r})")
-    if header["num_entities"] != kg.num_entities or header["num_relations"] != kg.num_relations:
-        raise JaxdlError(f"{where}: made for a graph of {header['num_entities']} entities and "
-                         f"{header['num_relations']} relations, this one has {kg.num_entities} and {kg.num_relations}")
-    if header["fingerprint"] != graph_fingerprint(kg):
-        raise JaxdlError(f"{where}: made for a different graph (fingerprint mismatch); split this graph afresh")
-    clients = []
+    found = header.get("format") if isinstance(header, dict) else None
+    if found != SPLIT_FORMAT:
+        raise JaxdlError(f"{where}: not a saved split (format {found!r}, expected {SPLIT_FORMAT!r})")
     try:
+        sizes = (int(header["num_entities"]), int(header["num_relations"]))
+        if sizes != (kg.num_entities, kg.num_relations):
+            raise JaxdlError(f"{where}: made for a graph of {sizes[0]} entities and {sizes[1]} relations, "
+                             f"this one has {kg.num_entities} and {kg.num_relations}")
+        if header["fingerprint"] != graph_fingerprint(kg):
+            raise JaxdlError(f"{where}: made for a different graph (fingerprint mismatch); split this graph afresh")
+        clients = []
         for i in range(int(header["num_clients"])):
-            relations = arrays[f"client{i}_relations"].astype(np.int32)
+            relations = arrays[f"client{i}_relations"].astype(np.int32).reshape(-1)
             parts = {name: arrays[f"client{i}_{name}"].astype(np.int32).reshape(-1, 3) for name in SPLITS}
             clients.append(ClientData(relations, parts["train"], parts["valid"], parts["test"]))
-    except KeyError as e:
-        raise JaxdlError(f"{where}: incomplete split (missing {e.args[0]})") from None
-    split = FederatedSplit(tuple(clients), kg.num_entities, kg.num_relations, int(header["seed"]),
-                           float(header["valid_fraction"]), float(header["test_fraction"]),
-                           tuple(int(m) for m in header["moved_to_train"]), header["fingerprint"])
+        split = FederatedSplit(tuple(clients), kg.num_entities, kg.num_relations, int(header["seed"]),
+                               float(header["valid_fraction"]), float(header["test_fraction"]),
+                               tuple(int(m) for m in header["moved_to_train"]), str(header["fingerprint"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise JaxdlError(f"{where}: incomplete or damaged split ({type(e).__name__}: {e})") from None
     check_split(split, kg, where=where)
     return split
 
