@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import psutil
@@ -87,8 +88,6 @@ def _cli(args: list[str], env: dict) -> subprocess.CompletedProcess:
 def _final_arrays(run_dir: Path, epoch: int) -> list[np.ndarray]:
     mngr = ocp.CheckpointManager(run_dir.resolve() / "checkpoints")
     tree = mngr.restore(epoch, args=ocp.args.Composite(state=ocp.args.StandardRestore()))["state"]
-    import jax
-
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
