@@ -86,6 +86,9 @@ class Config(TrainConfig):
     min_count: int = field(default=10, metadata=doc("drop words seen fewer times (the book: 10)", gt=0))
     sample: float = field(default=1e-4, metadata=doc("subsampling threshold t; 0 keeps every word (the book: 1e-4)",
                                                      ge=0))
+    subsample: str = field(default="book", metadata=doc(
+        "keep probability: 'book' min(1, sqrt(t/f)) or 'word2vec' (word2vec.c/gensim) sqrt(t/f) + t/f",
+        choices=text.SUBSAMPLE_FORMULAS))
     max_epochs: int = field(default=5, metadata=doc("epochs (the book: 5)", gt=0))
     lr: float = field(default=0.025, metadata=doc(
         "initial learning rate, per example (word2vec/gensim: 0.025 skip-gram, 0.05 CBOW)", gt=0))
@@ -163,7 +166,7 @@ def build(cfg: Config, sentences) -> Word2Vec:
     if not np.any(corpus.sentence[1:] == corpus.sentence[:-1]):
         raise JaxdlError("no sentence has two in-vocabulary words, so there is no (centre, context) pair; "
                          "lower --min-count or use a larger corpus")
-    keep = text.keep_probabilities(vocab.counts, cfg.sample)
+    keep = text.keep_probabilities(vocab.counts, cfg.sample, formula=cfg.subsample)
     capacity = text.kept_capacity(corpus, keep)
     noise = jnp.asarray(text.packed_alias_table(text.noise_distribution(vocab.counts, cfg.noise_power)))
     if cfg.model == "skipgram":

@@ -98,6 +98,9 @@ def test_keep_probabilities_is_the_books_formula():
     np.testing.assert_allclose(text.keep_probabilities(counts, 1e-2)[1:], np.minimum(1, np.sqrt(1e-2 / f)), rtol=1e-6)
     assert text.keep_probabilities(counts, 1e-2)[0] == 0
     np.testing.assert_array_equal(text.keep_probabilities(counts, 0)[1:], 1)
+    r = 1e-2 / f  # word2vec.c / gensim keep more: sqrt(t/f) + t/f
+    np.testing.assert_allclose(text.keep_probabilities(counts, 1e-2, formula="word2vec")[1:],
+                               np.minimum(1, np.sqrt(r) + r), rtol=1e-6)
 
 
 def test_noise_distribution_is_count_to_the_three_quarters():
