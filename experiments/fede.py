@@ -164,7 +164,9 @@ def train_setting(cfg: Config, setting: str, run: Run, kg, split: fed_data.Feder
                            temperature=cfg.adversarial_temperature, margin=cfg.gamma)
     round_fn = fed.make_round(make_train_step(loss_fn, optimizer), aggregate=aggregate,
                               local_epochs=cfg.local_epochs, batch_size=cfg.batch_size, num_clients=C,
-                              participants=participants, entity_dim=model.entity_dim)
+                              participants=participants, entity_dim=model.entity_dim,
+                              # one device: the packed schedule (no padding steps, same result)
+                              client_steps=fed.client_steps(stack, cfg.batch_size) if len(devices) == 1 else None)
     key = jax.random.key(cfg.seed)
     state = fed.init_fed_state(jax.random.fold_in(key, 0), model, stack, optimizer)
     state, data = fed.place_clients(state, fed.client_arrays(stack, cfg.batch_size), devices)

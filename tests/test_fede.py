@@ -251,6 +251,37 @@ def test_fede_round_is_local_training_per_client_plus_mean_over_holders(setup):
     np.testing.assert_array_equal(fede_state.clients.step, np.ceil(stack.num_train_C / BATCH))
 
 
+def test_phases_cover_each_client_exactly_its_own_steps():
+    total = np.array([12, 0, 6, 12, 3, 6])
+    seen = np.zeros_like(total)
+    last_end = 0
+    for first, end, clients in fed._phases(total):
+        assert first == last_end and end > first
+        last_end = end
+        seen[clients] += end - first
+        assert np.all(total[clients] >= end)  # no client computes a step past its own count
+    np.testing.assert_array_equal(seen, total)
+
+
+@pytest.mark.parametrize("aggregate", [True, False])
+def test_packed_round_equals_padded_round(setup, aggregate):
+    """The packed schedule (client_steps given: no padding steps) computes what the padded
+    vmapped round computes, over two rounds of two local epochs."""
+    split, stack, step, state, data = setup
+    steps = fed.client_steps(stack, BATCH)
+    assert len(set(steps)) > 1  # the clients really differ in size: phases are exercised
+    kw = dict(aggregate=aggregate, local_epochs=2, batch_size=BATCH, num_clients=3, participants=3,
+              entity_dim=MODEL.entity_dim)
+    padded = jax.jit(fed.make_round(step, **kw))
+    packed = jax.jit(fed.make_round(step, **kw, client_steps=steps))
+    a, b = state, state
+    for r in range(2):
+        a, ma = padded(a, data, jax.random.key(r))
+        b, mb = packed(b, data, jax.random.key(r))
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7), (a, ma), (b, mb))
+    np.testing.assert_array_equal(b.clients.step, 4 * np.ceil(stack.num_train_C / BATCH))
+
+
 def test_round_two_downloads_only_held_rows(setup):
     split, stack, step, state, data = setup
     round_fn = _round(step, True)

@@ -75,8 +75,10 @@ def build(kg, settings: dict, num_clients: int = NUM_CLIENTS, seed: int = 0):
     B, L = settings["batch_size"], settings["local_epochs"]
     state = fed.init_fed_state(jax.random.key(seed), model, stack, optimizer)
     data = fed.client_arrays(stack, B)
-    vmapped = jax.jit(fed.make_round(step, aggregate=True, local_epochs=L, batch_size=B, num_clients=num_clients,
-                                     participants=num_clients, entity_dim=model.entity_dim))
+    round_kw = dict(aggregate=True, local_epochs=L, batch_size=B, num_clients=num_clients, participants=num_clients,
+                    entity_dim=model.entity_dim)
+    vmapped = jax.jit(fed.make_round(step, **round_kw, client_steps=fed.client_steps(stack, B)))
+    padded = jax.jit(fed.make_round(step, **round_kw))
 
     # The loop, as the reference writes it: every client keeps its own state and its own
     # triples (padded only to whole batches, like a DataLoader without drop_last); per round
@@ -133,22 +135,28 @@ def build(kg, settings: dict, num_clients: int = NUM_CLIENTS, seed: int = 0):
     def vmapped_round(server_entity, key):
         return vmapped(state._replace(server_entity=server_entity), data, key)[0].server_entity
 
-    return vmapped_round, looped, looped_steps, state.server_entity, split
+    def padded_round(server_entity, key):
+        return padded(state._replace(server_entity=server_entity), data, key)[0].server_entity
+
+    return vmapped_round, padded_round, looped, looped_steps, state.server_entity, split
 
 
 def _round_workload(ctx: BenchContext) -> dict:
     kg, graph = _graph(ctx)
     settings = QUICK if ctx.quick else FULL
-    vmapped, looped, looped_steps, server_entity, split = build(kg, settings)
+    vmapped, padded, looped, looped_steps, server_entity, split = build(kg, settings)
     key = jax.random.key(1)
     repeats = 3 if ctx.quick else 10
     t_vmap = time_call(vmapped, server_entity, key, warmup=1, repeats=repeats)
+    t_padded = time_call(padded, server_entity, key, warmup=1, repeats=repeats)
     t_loop = time_call(looped, server_entity, key, warmup=1, repeats=repeats)
     t_steps = time_call(looped_steps, server_entity, key, warmup=1, repeats=repeats)
     sizes = split.sizes("train")
     return {"name": "fede_round_10_clients", "graph": graph, "clients": NUM_CLIENTS, **settings,
             "client_train_sizes": sizes.tolist(), "padding_waste": float(1 - sizes.mean() / sizes.max()),
             "vmap_round_ms": t_vmap["median_ms"], "vmap_round_p90_ms": t_vmap["p90_ms"],
+            "vmap_padded_round_ms": t_padded["median_ms"], "vmap_padded_round_p90_ms": t_padded["p90_ms"],
+            "speedup_packed_vs_padded": t_padded["median_ms"] / t_vmap["median_ms"],
             "loop_round_ms": t_loop["median_ms"], "loop_round_p90_ms": t_loop["p90_ms"],
             "loop_steps_round_ms": t_steps["median_ms"], "loop_steps_round_p90_ms": t_steps["p90_ms"],
             "speedup_vs_loop": t_loop["median_ms"] / t_vmap["median_ms"],

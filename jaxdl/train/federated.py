@@ -211,6 +211,75 @@ def local_train(train_step, state: TrainState, triples_Nx3, mask_N, key, *, loca
     return state, {"loss": loss_sum / jnp.maximum(steps, 1), "steps": steps, "finite": finite_L.all()}
 
 
+def client_steps(stack: ClientStack, batch_size: int) -> tuple[int, ...]:
+    """Real steps per local epoch of each stacked client, ceil(N_c / B) (0 for a client with
+    no triples): the static schedule `make_round(client_steps=...)` trains without padding."""
+    return tuple(int(-(-int(n) // batch_size)) for n in stack.num_train_C)
+
+
+def _phases(total_steps_C) -> list[tuple[int, int, np.ndarray]]:
+    """(first step, end step, clients) runs of the packed schedule: client c takes steps
+    [0, T_c); phase p covers steps [a, b) between consecutive distinct T values and holds
+    exactly the clients with T_c >= b, so no client computes a step it does not own."""
+    total = np.asarray(total_steps_C)
+    ends = sorted({int(t) for t in total if t > 0})
+    phases, a = [], 0
+    for b in ends:
+        phases.append((a, b, np.flatnonzero(total >= b)))
+        a = b
+    return phases
+
+
+def packed_local_train(train_step, state: TrainState, triples_CxNx3, mask_CxN, keys_C, steps_C, *,
+                       local_epochs: int, batch_size: int):
+    """`local_train` of every stacked client, computing only real steps.
+
+    Same result as `jax.vmap(local_train)` (same shuffles, batches and step keys), but the
+    padded schedule runs every client for the largest client's step count with padding
+    steps masked out, whereas here the step loop is cut into phases (`_phases`) and each
+    phase vmaps only the clients that still have real steps. `steps_C` (static) are the
+    clients' steps per epoch (`client_steps`). Returns (state, metrics_C) as the vmap does.
+    """
+    C, N = mask_CxN.shape
+    L, B = local_epochs, batch_size
+    steps_C = np.asarray(steps_C, np.int32)
+    total_C = L * steps_C
+
+    def epoch_plan(key, mask_N):  # local_train's shuffles and step keys, every epoch at once
+        def one(e):
+            k_order, k_steps = jax.random.split(jax.random.fold_in(key, e))
+            return jnp.argsort(jnp.where(mask_N, jax.random.uniform(k_order, (N,)), 2.0)), k_steps
+        return jax.vmap(one)(jnp.arange(L))
+
+    order_CxLxN, ksteps_CxL = jax.vmap(epoch_plan)(keys_C, mask_CxN)
+    loss_sum_C = jnp.zeros((C,), jnp.float32)
+    finite_C = jnp.ones((C,), bool)
+
+    def client_phase(first: int, end: int):
+        def run(state, loss_sum, finite, triples_Nx3, mask_N, order_LxN, ksteps_L, steps):
+            def step(carry, j):
+                state, loss_sum, finite = carry
+                e, i = j // steps, j % steps
+                rows = jax.lax.dynamic_slice_in_dim(order_LxN[e], i * B, B)
+                batch = {"triples": triples_Nx3[rows], "mask": mask_N[rows]}
+                state, metrics = train_step(state, batch, jax.random.fold_in(ksteps_L[e], i))
+                return (state, loss_sum + metrics["loss"], finite & metrics["finite"]), None
+
+            carry, _ = jax.lax.scan(step, (state, loss_sum, finite), jnp.arange(first, end))
+            return carry
+        return jax.vmap(run)
+
+    for first, end, index in _phases(total_C):
+        take = lambda a: a[index]  # noqa: E731
+        sub = jax.tree.map(take, (state, loss_sum_C, finite_C, triples_CxNx3, mask_CxN, order_CxLxN, ksteps_CxL))
+        sub_state, sub_loss, sub_finite = client_phase(first, end)(*sub, jnp.asarray(steps_C[index]))
+        put = lambda a, b: a.at[index].set(b)  # noqa: E731
+        state = jax.tree.map(put, state, sub_state)
+        loss_sum_C, finite_C = put(loss_sum_C, sub_loss), put(finite_C, sub_finite)
+    steps = jnp.asarray(total_C)
+    return state, {"loss": loss_sum_C / jnp.maximum(steps, 1), "steps": steps, "finite": finite_C}
+
+
 # ---------------------------------------------------------------------------------------
 # A round
 # ---------------------------------------------------------------------------------------
@@ -225,7 +294,7 @@ def pick_clients(key, client_mask_C, k: int):
 
 
 def make_round(train_step, *, aggregate: bool, local_epochs: int, batch_size: int, num_clients: int,
-               participants: int, entity_dim: int):
+               participants: int, entity_dim: int, client_steps: tuple[int, ...] | None = None):
     """The pure round `round_fn(state, data, key) -> (state, metrics)` (jit it).
 
     aggregate: True for FedE (download, local training, upload + mean), False for
@@ -236,6 +305,10 @@ def make_round(train_step, *, aggregate: bool, local_epochs: int, batch_size: in
     Metrics: 'loss' (mean over participants of their local loss), 'floats_up',
     'floats_down' (FedE communication; 0 otherwise), 'finite'.
     Client c's randomness is fold_in(round key, c): independent of who else takes part.
+    client_steps: each stacked client's real steps per epoch (`client_steps(stack, B)`,
+        static). Given, a round where every client trains runs the packed schedule
+        (`packed_local_train`: no padding steps, same result); else every client runs the
+        largest client's step count with padding steps masked.
     """
 
     def one_client(state, triples, mask, key):
@@ -258,7 +331,11 @@ def make_round(train_step, *, aggregate: bool, local_epochs: int, batch_size: in
                                         participating)
             clients = clients._replace(params={**clients.params, "entity": entity})
         keys_C = jax.vmap(lambda c: jax.random.fold_in(k_train, c))(jnp.arange(C_stack))
-        if index is None:  # every client trains (padding clients have no real steps: unchanged)
+        if index is None and client_steps is not None:  # every client, only its real steps
+            trained, local = packed_local_train(train_step, clients, data.train_CxNx3, data.train_mask_CxN, keys_C,
+                                                client_steps, local_epochs=local_epochs, batch_size=batch_size)
+            clients = trained
+        elif index is None:  # every client trains (padding clients have no real steps: unchanged)
             trained, local = train_clients(clients, data.train_CxNx3, data.train_mask_CxN, keys_C)
             clients = trained
         else:  # only the K picked clients are computed, then written back
