@@ -10,13 +10,22 @@ Host side (NumPy, once per run):
     `<unk>`). As in the book, `<unk>` tokens are dropped from training.
   * `encode`, `keep_probabilities` (subsampling: keep w with probability
     min(1, sqrt(t / f(w))), f the word's share of the in-vocabulary tokens -- the book's
-    formula), `noise_distribution` (count^0.75) and its Vose `alias_table`.
+    formula; word2vec.c's as an option), `noise_distribution` (count^0.75) and its Vose
+    `alias_table`, packed one word per entry (`packed_alias_table`).
   * `planted_clusters`: the embedded synthetic corpus whose word clusters are known.
 
 Device side (pure, jittable; `make_batches(data, key)` for `jaxdl.train.epoch`):
   * `skipgram_batches`: subsampling keep-mask, dynamic windows (each centre draws its
-    radius from 1..window), windows cut at sentence ends, centres shuffled, then every
-    valid (centre, context) pair packed into static (S, B) batches with a mask.
+    radius from 1..window), windows cut at sentence ends, then every valid (centre,
+    context) pair packed into static (S, B) batches with a mask. The static S has room for
+    the most pairs an epoch can have; steps past the last pair are flagged inactive and
+    skipped by the train step (`jaxdl.train.sparse.skip_inactive`), so the epoch is one
+    `lax.scan` with no recompilation however many pairs the draw produced.
+  * Order ("shuffle"): by default the B slots of a batch are B streams, each walking its
+    own contiguous 1/B of the epoch's pairs (like B word2vec threads): a batch samples the
+    whole corpus and no sort is needed. `shuffle="random"` permutes the centres instead
+    (`jax.random.permutation`, a sort: measured on PTB ~0.4 s more per epoch for the same
+    WordSim-353 rho -- 0.119 vs 0.116 over 3 seeds at 5 epochs).
   * `cbow_batches`: the same draws, one example per centre with its 2*window contexts
     padded and masked.
   * `sample_alias`: negatives from the noise distribution in O(1) per draw, from
@@ -324,10 +333,22 @@ def sentences_to_text(sentences: list[list[str]]) -> str:
 SHUFFLES = ("streams", "random")
 
 
+def sentence_bounds(sentence_N: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each token, the index of its sentence's first and last token: (first_N, last_N) int32."""
+    sentence_N = np.asarray(sentence_N)
+    N = len(sentence_N)
+    starts = np.flatnonzero(np.r_[True, sentence_N[1:] != sentence_N[:-1]])
+    ends = np.r_[starts[1:] - 1, N - 1]
+    lengths = ends - starts + 1
+    return np.repeat(starts, lengths).astype(np.int32), np.repeat(ends, lengths).astype(np.int32)
+
+
 def device_corpus(corpus: Corpus, keep_prob: np.ndarray) -> dict[str, jax.Array]:
-    """The arrays `skipgram_batches`/`cbow_batches` read: {'tokens', 'sentence', 'keep_prob'}."""
-    return {"tokens": jnp.asarray(corpus.tokens), "sentence": jnp.asarray(corpus.sentence),
-            "keep_prob": jnp.asarray(keep_prob)}
+    """The arrays `skipgram_batches`/`cbow_batches` read: 'tokens', 'sentence_first' and
+    'sentence_last' (each token's sentence bounds, see `sentence_bounds`), 'keep_prob'."""
+    first, last = sentence_bounds(corpus.sentence)
+    return {"tokens": jnp.asarray(corpus.tokens), "sentence_first": jnp.asarray(first),
+            "sentence_last": jnp.asarray(last), "keep_prob": jnp.asarray(keep_prob)}
 
 
 def kept_capacity(corpus: Corpus, keep_prob: np.ndarray, *, sigmas: float = 8.0) -> int:
@@ -380,25 +401,30 @@ def draw_windows(data: dict, key, *, window: int, capacity: int, shuffle: str = 
     contexts on each side, 'kept' and 'dropped' (scalars: tokens kept, and kept tokens
     beyond `capacity` that were skipped).
     """
-    tokens, sentence, keep_prob = data["tokens"], data["sentence"], data["keep_prob"]
+    tokens, keep_prob = data["tokens"], data["keep_prob"]
     N = tokens.shape[0]
     R = capacity
     k_bits, k_order = jax.random.split(key)
     bits = hash_bits(k_bits, (2, N))
     keep = uniform_from_bits(bits[0]) < keep_prob[tokens]
-    rank = jnp.cumsum(keep) - 1
-    kept = rank[-1] + 1
+    # In token space: kept tokens before i (its row if kept), and how many kept tokens of its
+    # sentence lie before and after it -- read off the one cumulative sum at the sentence's
+    # first and last token, so no per-sentence scan is needed.
+    kept_through = jnp.cumsum(keep, dtype=jnp.int32)
+    kept_before = kept_through - keep
+    before_in_sentence = kept_before - kept_before[data["sentence_first"]]
+    last_row = kept_through[data["sentence_last"]] - 1  # row of the sentence's last kept token
+    kept = kept_through[-1]
     n = jnp.minimum(kept, R)
-    dest = jnp.where(keep, rank, R)
-    kept_tokens = jnp.zeros((R,), tokens.dtype).at[dest].set(tokens, mode="drop", unique_indices=True)
-    kept_sentence = jnp.full((R,), -1, sentence.dtype).at[dest].set(sentence, mode="drop", unique_indices=True)
-    # Kept neighbours in the same sentence on each side: distance to the sentence's first
-    # and last kept token (sentence ids are nondecreasing along the kept sequence).
+    dest = jnp.where(keep, kept_before, R)
+
+    def to_rows(x, fill):
+        return jnp.full((R,), fill, x.dtype).at[dest].set(x, mode="drop", unique_indices=True)
+
+    kept_tokens = to_rows(tokens, 0)
+    row_before = to_rows(before_in_sentence, 0)
+    row_last = jnp.minimum(to_rows(last_row, 0), n - 1)  # overflowing rows do not exist
     i = jnp.arange(R)
-    starts = jnp.concatenate([jnp.ones((1,), bool), kept_sentence[1:] != kept_sentence[:-1]])
-    first = jax.lax.cummax(jnp.where(starts, i, 0))
-    ends = jnp.concatenate([kept_sentence[1:] != kept_sentence[:-1], jnp.ones((1,), bool)])
-    last = jax.lax.cummin(jnp.where(ends, i, R), reverse=True)
     if shuffle == "random":
         order = jax.random.permutation(k_order, R)
     elif shuffle == "streams":
@@ -407,8 +433,8 @@ def draw_windows(data: dict, key, *, window: int, capacity: int, shuffle: str = 
         raise ValueError(f"shuffle {shuffle!r} not in {SHUFFLES}")
     radius = 1 + (bits[1, :R] % window).astype(jnp.int32)
     live = order < n
-    left = jnp.where(live, jnp.minimum(radius, order - first[order]), 0)
-    right = jnp.where(live, jnp.minimum(radius, jnp.minimum(last[order], n - 1) - order), 0)
+    left = jnp.where(live, jnp.minimum(radius, row_before[order]), 0)
+    right = jnp.where(live, jnp.minimum(radius, row_last[order] - order), 0)
     offsets = jnp.concatenate([jnp.arange(-window, 0), jnp.arange(1, window + 1)])  # (C,)
     valid = ((offsets < 0) & (-offsets <= left[:, None])) | ((offsets > 0) & (offsets <= right[:, None]))
     contexts = kept_tokens[jnp.clip(order[:, None] + offsets, 0, R - 1)]
