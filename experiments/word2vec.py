@@ -15,8 +15,8 @@ its radius from 1..5), K = 5 negatives from count^0.75, min-count 10, subsamplin
 t = 1e-4 with the book's keep probability min(1, sqrt(t/f)) (`--subsample word2vec` for
 word2vec.c's), batches of 1,024 pairs, 5 epochs (20 with `--corpus ptb`, see below).
 Training is plain SGD on the rows a batch touches (`jaxdl.train.sparse`; measured by
-`make bench`, workloads w2v_update_*: 3.1x faster per step than a dense optax.sgd step at
-PTB's V = 6,719, 12x at V = 50,000), with word2vec.c's/gensim's learning rate: 0.025 per
+`make bench`, workloads w2v_update_*: 2.7x faster per step than a dense optax.sgd step at
+PTB's V = 6,719, 13x at V = 50,000), with word2vec.c's/gensim's learning rate: 0.025 per
 pair (0.05 for CBOW), decaying linearly to 0.0001 over the run -- a per-pair rate, so the
 batch size does not change it.
 
