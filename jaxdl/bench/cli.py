@@ -195,12 +195,12 @@ def plot(records: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.patches
     import matplotlib.pyplot as plt
 
     rows = [r for r in records if "error" not in r and "skipped" not in r and r.get("jit_ms")]
     if not rows:
         return
-    fig, ax = plt.subplots(figsize=(9, 0.55 * sum(2 + len(peers_of(r)) for r in rows) + 1))
     labels, values, colors = [], [], []
     palette = {"eager": "tab:gray", "jit": "tab:blue", "loop": "tab:cyan", "peer": "tab:orange"}
     for r in rows:
@@ -213,8 +213,12 @@ def plot(records: list[dict], path: Path) -> None:
             labels.append(f"{r['name']} {p}")
             values.append(r[f"peer_{p}_ms"])
             colors.append(palette["peer"])
+    fig, ax = plt.subplots(figsize=(9, 0.28 * len(values) + 1.2))
     y = range(len(values))[::-1]
     ax.barh(list(y), values, color=colors)
+    ax.set_ylim(-0.6, len(values) - 0.4)
+    ax.legend(handles=[matplotlib.patches.Patch(color=c, label=k) for k, c in palette.items()],
+              loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=len(palette), frameon=False)
     ax.set_yticks(list(y), labels, fontsize=7)
     ax.set_xscale("log")
     ax.set_xlabel("milliseconds (median, log scale)")
