@@ -21,7 +21,8 @@ commands:
   exp NAME [--flag value ...]   run experiments/NAME (flags: python -m jaxdl exp NAME --help)
   list                          list the experiments
   verify                        check hand-derived gradients against autodiff
-  bench [--quick] [--out DIR]   jit vs eager (and peers) benchmark
+  bench [--quick] [--only NAME,..] [--threads N] [--out DIR]
+                                jit vs eager (and peers) benchmark
   ps                            list jaxdl runs on this machine
   stop RUN_DIR                  make a run checkpoint and exit
   devices                       list the devices JAX sees

@@ -358,6 +358,8 @@ def step_allreduce_bytes(loss_fn, optimizer, params, batch, devices) -> int:
 
 def main_devices(argv: list[str]) -> int:
     """`python -m jaxdl devices`: index, platform, kind, memory where known."""
+    if argv:
+        raise JaxdlError(f"devices: takes no arguments, got {' '.join(argv)}")
     for i, d in enumerate(jax.devices()):
         mem = ""
         try:
