@@ -173,3 +173,4 @@ def parse_config(cls, argv: list[str], prog: str):
 
 def to_dict(cfg) -> dict:
     return dataclasses.asdict(cfg)
+

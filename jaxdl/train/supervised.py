@@ -4,16 +4,18 @@ data (host arrays) -> model (init/apply) -> loss -> train_step -> scan epoch -> 
 """
 from __future__ import annotations
 
-import dataclasses
 import time
+from dataclasses import dataclass, field
 from functools import partial
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jaxdl import distributed, losses
-from jaxdl.config import to_dict
+from jaxdl.config import TrainConfig, doc, to_dict
+from jaxdl.data.classification import DATASETS
 from jaxdl.parallel import check_divisible, data_parallel, select_devices
 from jaxdl.runs.plots import plot_curves
 from jaxdl.runs.run import Run
@@ -21,6 +23,30 @@ from jaxdl.train.epoch import shuffled_indices, take_rows
 from jaxdl.train.loop import fit, median_seconds
 from jaxdl.train.optim import make_optimizer
 from jaxdl.train.step import init_state
+
+BOOK_FASHION_MNIST = {"lr": 0.1, "batch_size": 256, "max_epochs": 10}  # D2L's softmax/MLP settings
+
+
+@dataclass
+class ClassifierConfig(TrainConfig):
+    """Fields shared by the dense classifiers (softmax regression, MLP).
+
+    Defaults on digits: lr 0.5, batch 64, 100 epochs, N(0, 0.01^2) weights, from-scratch SGD.
+    With --dataset fashion_mnist the book's settings apply: lr 0.1, batch 256, 10 epochs.
+    """
+
+    dataset: str = field(default="digits", metadata=doc("data set", choices=DATASETS))
+    data_dir: str = field(default="", metadata=doc("folder with the Fashion-MNIST IDX files (else cache/download)"))
+    loss: str = field(default="ce", metadata=doc("cross-entropy or squared loss on one-hot targets", choices=("ce", "mse")))
+    max_epochs: int = field(default=100, metadata=doc("epochs", gt=0))
+    lr: float = field(default=0.5, metadata=doc("learning rate", gt=0))
+    batch_size: int = field(default=64, metadata=doc("minibatch size", gt=0))
+    sigma: float = field(default=0.01, metadata=doc("weight init N(0, sigma^2) (the book: 0.01)", ge=0))
+    weight_init: str = field(default="normal", metadata=doc("weight initialiser", choices=("normal", "xavier", "he")))
+    optimizer: str = field(default="sgd", metadata=doc("optimizer", choices=("sgd", "optax_sgd", "momentum", "adam")))
+    ckpt_every: int = field(default=10, metadata=doc("checkpoint every N epochs", gt=0))
+
+    PRESETS: ClassVar = {"dataset": {"fashion_mnist": BOOK_FASHION_MNIST}}
 
 
 def classification_loss(apply_fn, kind: str = "ce"):
@@ -126,3 +152,15 @@ def finish(run: Run, result, summary: dict, *, title: str = "") -> Run:
     return run
 
 
+
+
+def train_classifier(cfg, *, experiment: str, params, apply_fn, data, extra_summary: dict | None = None) -> Run:
+    """The softmax/MLP recipe: train `params` with `apply_fn` on `data` (a ClassificationData),
+    evaluate on the test split every epoch, report final train/test accuracy, finish the run."""
+    evaluate = make_evaluator(apply_fn, {"test": (data.X_test, data.y_test)})
+    run, result = train(cfg, experiment=experiment, params=params, loss_fn=classification_loss(apply_fn, cfg.loss),
+                        data={"X": data.X_train, "y": data.y_train}, evaluate_params=evaluate)
+    final = make_evaluator(apply_fn, {"train": (data.X_train, data.y_train),
+                                      "test": (data.X_test, data.y_test)})(result.state.params)
+    print(f"test accuracy {final['test_accuracy']:.4f}  train accuracy {final['train_accuracy']:.4f}")
+    return finish(run, result, {"dataset": cfg.dataset, "loss": cfg.loss, **(extra_summary or {}), **final})
