@@ -335,6 +335,9 @@ def _open_sub_run(top: Run, setting: str, cfg: Config) -> tuple[Run | None, dict
 
 
 def main(cfg: Config) -> Run:
+    if jax.process_count() > 1:
+        raise JaxdlError("fede runs in one process (it shards the client axis over that process's devices); "
+                         "run it without `launch`")
     kg = load_graph(cfg)
     devices = select_devices(cfg.devices)
     run = Run.open("fede", to_dict(cfg), out=cfg.out, resume=cfg.resume, devices=[d.id for d in devices])

@@ -53,6 +53,7 @@ from jaxdl.errors import JaxdlError
 from jaxdl.eval import word_vectors as wv
 from jaxdl.losses import word2vec as w2v_losses
 from jaxdl.models import word2vec as w2v
+from jaxdl.parallel import select_devices
 from jaxdl.runs.plots import plot_curves
 from jaxdl.runs.run import Run
 from jaxdl.train.epoch import make_scan_epoch
@@ -214,7 +215,7 @@ def evaluate_vectors(cfg: Config, words, vectors, *, cluster_of, similarity_pair
     return out
 
 
-def main(cfg: Config) -> Run:
+def _train(cfg: Config) -> Run:
     # Read every input first, so bad input fails before anything trains.
     sentences, cluster_of = load_sentences(cfg)
     similarity_pairs = wv.read_similarity_pairs(cfg.similarity) if cfg.similarity else None
@@ -310,3 +311,16 @@ def print_report(summary: dict) -> None:
     if "analogies" in summary:
         a = summary["analogies"]
         print(f"analogies (3CosAdd): accuracy {a['accuracy']:.3f} on {a['covered']} of {a['questions']} questions")
+
+
+def main(cfg: Config) -> Run:
+    """Train on one device: the first of --devices (the row-sparse step is not data-parallel)."""
+    if jax.process_count() > 1:
+        raise JaxdlError("word2vec runs in one process (its row-sparse step is not data-parallel); "
+                         "run it without `launch`")
+    devices = select_devices(cfg.devices)
+    if len(devices) > 1:
+        print(f"notice: word2vec trains on one device (its row-sparse step is not data-parallel): {devices[0]}",
+              file=sys.stderr)
+    with jax.default_device(devices[0]):
+        return _train(cfg)
