@@ -10,15 +10,25 @@ import os
 from jaxdl.bench.registry import BenchContext
 
 
+def import_peer(ctx: BenchContext, module: str, skipped: str):
+    """The peer library `module`, or None with one note in `ctx.notes` (saying which
+    figures are `skipped`) when it is not installed."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        note = f"{module} not installed: {skipped} skipped (make peers)"
+        if note not in ctx.notes:
+            ctx.notes.append(note)
+        return None
+
+
 def import_torch(ctx: BenchContext):
     """`torch`, with its intra-op threads set to `ctx.threads` (the same as XLA's), or None
     (with a note in `ctx.notes`) when it is not installed."""
-    try:
-        import torch
-    except ImportError:
-        note = "torch not installed: PyTorch peer figures skipped (make peers)"
-        if note not in ctx.notes:
-            ctx.notes.append(note)
+    torch = import_peer(ctx, "torch", "PyTorch peer figures")
+    if torch is None:
         return None
     if torch.get_num_threads() != ctx.threads:
         torch.set_num_threads(ctx.threads)

@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdl import interpret
+from jaxdl.bench.peers import import_peer
 from jaxdl.bench.registry import BenchContext, Workload
 from jaxdl.bench.timing import time_once
 from jaxdl.bench.workloads_core import target
@@ -99,14 +100,19 @@ def wrapped_for_shap(f_jnp):
 def import_shap(ctx: BenchContext):
     if ctx.quick:
         return None
-    try:
-        import shap
-    except ImportError:
-        note = "shap not installed: Shapley peer figures skipped (make peers)"
-        if note not in ctx.notes:
-            ctx.notes.append(note)
-        return None
-    return shap
+    return import_peer(ctx, "shap", "Shapley peer figures")
+
+
+def record_peers(record: dict, peers, wall: dict, cpu: dict) -> str:
+    """Per-peer medians into `record` (`shap_<peer>_ms`, its rounds, `_cpu_ms`), and the
+    fastest peer as `peer_shap_ms` / `peer_shap_given`; returns that peer's name."""
+    for name in peers:
+        record[f"shap_{name}_ms"] = statistics.median(wall[name])
+        record[f"shap_{name}_ms_rounds"] = wall[name]
+        record[f"shap_{name}_cpu_ms"] = statistics.median(cpu[name])
+    best = min(peers, key=lambda k: record[f"shap_{k}_ms"])
+    record["peer_shap_ms"], record["peer_shap_given"] = record[f"shap_{best}_ms"], best
+    return best
 
 
 def _cpu_seconds() -> float:
@@ -219,13 +225,7 @@ def run_exact(ctx: BenchContext, n_background: int) -> dict:
     record["issue_shap_ms"] = ISSUE_SHAP_MS[f"exact_d16_{'1row' if n_background == 1 else 'bg50'}"]
     if peers:
         record["shap_version"] = shap.__version__
-        for name in peers:
-            record[f"shap_{name}_ms"] = statistics.median(peer_wall[name])
-            record[f"shap_{name}_ms_rounds"] = peer_wall[name]
-            record[f"shap_{name}_cpu_ms"] = statistics.median(peer_cpu[name])
-        best = min(peers, key=lambda k: record[f"shap_{k}_ms"])
-        record["peer_shap_ms"] = record[f"shap_{best}_ms"]
-        record["peer_shap_given"] = best
+        record_peers(record, peers, peer_wall, peer_cpu)
         record["speedup_vs_shap"] = record["peer_shap_ms"] / record["jit_ms"]
         record["cpu_speedup_vs_shap"] = min(record[f"shap_{k}_cpu_ms"] for k in peers) / record["jit_cpu_ms"]
         record["max_abs_diff_vs_shap"] = float(np.abs(ours64 - shap_numpy_result.values).max())
@@ -307,12 +307,7 @@ def run_sampling(ctx: BenchContext) -> dict:
         return record
 
     record["shap_version"] = shap.__version__
-    for name in peers:
-        record[f"shap_{name}_ms"] = statistics.median(kernel_wall[name])
-        record[f"shap_{name}_ms_rounds"] = kernel_wall[name]
-        record[f"shap_{name}_cpu_ms"] = statistics.median(kernel_cpu[name])
-    best = min(peers, key=lambda k: record[f"shap_{k}_ms"])
-    record["peer_shap_ms"], record["peer_shap_given"] = record[f"shap_{best}_ms"], best
+    best = record_peers(record, peers, kernel_wall, kernel_cpu)
     record["peer_shap_nsamples"] = 2 * d + 2048
     record["peer_shap_mae"] = float(np.abs(kernel_values - ref_values).mean())
     _, _, default_values = _kernel(shap, peers["numpy_f"], X, background, "num_features(10)", seed=SEED)
