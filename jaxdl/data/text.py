@@ -491,7 +491,6 @@ def cbow_batches(data: dict, key, *, batch_size: int, window: int, capacity: int
     """
     R = data["tokens"].shape[0] if capacity is None else capacity
     w = draw_windows(data, key, window=window, capacity=R, shuffle=shuffle)
-    C = 2 * window
     S = num_center_steps(R, batch_size)
     has_context = (w["left"] + w["right"]) > 0
     rank = jnp.cumsum(has_context) - 1
