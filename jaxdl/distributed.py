@@ -380,17 +380,20 @@ def _launch_local(nproc: int, command: list[str], args) -> int:
 def _wait(procs) -> tuple[int, int] | None:
     """Wait for every process; once one fails give the others GRACE_SECONDS to stop by
     themselves (they notice in their next collective), then terminate them. Returns the
-    first failure (index, returncode) or None."""
-    failed, deadline = None, None
+    failure that caused the stop (index, returncode) or None: the first one seen that is not
+    a process reporting its peers' failure (exit code PEER_FAILED), since that exit is a
+    consequence and can be seen in the same poll as, or even before, its cause."""
+    seen: list[tuple[int, int]] = []  # failures in the order they were observed
+    deadline = None
     while True:
         codes = [p.poll() for p in procs]
-        if failed is None:
-            for i, c in enumerate(codes):
-                if c not in (None, 0):
-                    failed, deadline = (i, c), time.monotonic() + GRACE_SECONDS
-                    break
+        for i, c in enumerate(codes):
+            if c not in (None, 0) and all(j != i for j, _ in seen):
+                seen.append((i, c))
+        if seen and deadline is None:
+            deadline = time.monotonic() + GRACE_SECONDS
         if all(c is not None for c in codes):
-            return failed
+            break
         if deadline is not None and time.monotonic() > deadline:
             for p in procs:
                 if p.poll() is None:
@@ -401,5 +404,15 @@ def _wait(procs) -> tuple[int, int] | None:
                     p.kill()
             for p in procs:
                 p.wait()
-            return failed
+            break
         time.sleep(0.05)
+    return root_failure(seen)
+
+
+def root_failure(seen: list[tuple[int, int]]) -> tuple[int, int] | None:
+    """The failure to report among (index, returncode) pairs in observed order: the first
+    that is not PEER_FAILED, else the first."""
+    for i, c in seen:
+        if c != PEER_FAILED:
+            return i, c
+    return seen[0] if seen else None

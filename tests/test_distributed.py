@@ -173,3 +173,25 @@ def test_replica_digests_are_compared():
     assert distributed.compare_digests([mine, mine, mine]) == [mine] * 3
     with pytest.raises(JaxdlError, match="the parameters on process 2 differ from process 0's at step 7"):
         distributed.compare_digests([mine, mine, nudged], step=7)
+
+
+def test_launcher_reports_the_cause_not_the_peer_that_noticed_it():
+    """A peer exiting with PEER_FAILED is a consequence; when it is seen in the same poll
+    as (or before) the process that died, the launcher names the dead one."""
+    from jaxdl import distributed
+
+    PF = distributed.PEER_FAILED
+    assert distributed.root_failure([]) is None
+    assert distributed.root_failure([(0, PF), (1, -9)]) == (1, -9)
+    assert distributed.root_failure([(0, PF)]) == (0, PF)
+    assert distributed.root_failure([(1, 1), (0, -9)]) == (1, 1)
+
+    class Done:  # a process that has already exited with `code`
+        def __init__(self, code):
+            self.returncode = code
+
+        def poll(self):
+            return self.returncode
+
+    assert distributed._wait([Done(PF), Done(-9)]) == (1, -9)
+    assert distributed._wait([Done(0), Done(0)]) is None
