@@ -121,8 +121,9 @@ def _check_batch_size(batch_size: int) -> int:
 def weight_importance(params, *, ord: float = 2) -> jax.Array:
     """Per input feature, the magnitude of its first-layer weights.
 
-    Linear regression {'w': (D,)}: |w_i|. Softmax / an MLP's first layer {'w': (D, H)}:
-    the `ord`-norm (2, 1 or inf) of row i, i.e. of every weight leaving feature i.
+    Linear regression {'w': (D,)}: |w_i|. Softmax / an MLP's first layer {'w': (H, D)},
+    stored (out, in) as in `jaxdl.models.dense`: the `ord`-norm (2, 1 or inf) of column i,
+    i.e. of every weight leaving feature i.
     An MLP is a list of such layers; only the first is read.
 
     Caveat: a weight measures sensitivity per unit of input, so this ranking is only
@@ -135,15 +136,15 @@ def weight_importance(params, *, ord: float = 2) -> jax.Array:
     layer = params[0] if isinstance(params, (list, tuple)) and params else params
     w = layer.get("w") if isinstance(layer, dict) else None
     if w is None:
-        raise JaxdlError("weight_importance expects {'w': (D,) or (D, H), ...} or a list of such layers (an MLP)")
+        raise JaxdlError("weight_importance expects {'w': (D,) or (H, D), ...} or a list of such layers (an MLP)")
     w = jnp.asarray(w)
     if w.ndim == 1:
         return jnp.abs(w)
     if w.ndim != 2:
-        raise JaxdlError(f"first-layer weights must be (D,) or (D, H), got shape {tuple(w.shape)}")
+        raise JaxdlError(f"first-layer weights must be (D,) or (H, D), got shape {tuple(w.shape)}")
     if ord not in (1, 2, math.inf):
         raise JaxdlError(f"ord must be 1, 2 or inf, got {ord!r}")
-    return jnp.linalg.norm(w, ord=ord, axis=1)
+    return jnp.linalg.norm(w, ord=ord, axis=0)
 
 
 # ---- leave one out -----------------------------------------------------------------------------

@@ -234,12 +234,13 @@ def test_vmap_and_jit_over_rows():
 
 def test_weight_importance():
     rng = np.random.default_rng(4)
-    w1, w2 = rng.normal(size=(5, 3)), rng.normal(size=(3, 2))
+    w1, w2 = rng.normal(size=(3, 5)), rng.normal(size=(2, 3))  # (out, in): 5 features
     np.testing.assert_allclose(interpret.weight_importance({"w": np.array([1.0, -2.0]), "b": 0.0}), [1.0, 2.0])
-    np.testing.assert_allclose(interpret.weight_importance({"w": w1, "b": np.zeros(3)}), np.sqrt((w1 ** 2).sum(1)))
+    np.testing.assert_allclose(interpret.weight_importance({"w": w1, "b": np.zeros(3)}),
+                               [np.sqrt(sum(w1[h, i] ** 2 for h in range(3))) for i in range(5)])
     mlp = [{"w": w1, "b": np.zeros(3)}, {"w": w2, "b": np.zeros(2)}]
-    np.testing.assert_allclose(interpret.weight_importance(mlp, ord=1), np.abs(w1).sum(1))
-    np.testing.assert_allclose(interpret.weight_importance(mlp, ord=np.inf), np.abs(w1).max(1))
+    np.testing.assert_allclose(interpret.weight_importance(mlp, ord=1), np.abs(w1).sum(0))
+    np.testing.assert_allclose(interpret.weight_importance(mlp, ord=np.inf), np.abs(w1).max(0))
 
 
 @pytest.mark.parametrize("call,msg", [

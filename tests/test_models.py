@@ -23,7 +23,7 @@ def test_initialisers_statistics():
 def test_shapes_and_zero_biases():
     key = jax.random.key(0)
     p = dense.mlp_init(key, 64, (32, 16), 10)
-    chex.assert_shape([l["w"] for l in p], [(64, 32), (32, 16), (16, 10)])
+    chex.assert_shape([l["w"] for l in p], [(32, 64), (16, 32), (10, 16)])  # (out, in)
     assert all(float(jnp.abs(l["b"]).max()) == 0 for l in p)
     chex.assert_shape(dense.mlp_apply(p, jnp.ones((5, 64))), (5, 10))
     lp = dense.linreg_init(key, 2)

@@ -112,12 +112,12 @@ def _broken(model, params, batch):
         delta = (cache["probs_BxC"] - cache["onehot_BxC"]) / len(batch["y"])
         grads = [None] * len(params)
         for l in reversed(range(len(params))):
-            grads[l] = {"w": cache["layer_inputs"][l].T @ delta, "b": delta.sum(0)}
-            delta = delta @ params[l]["w"].T  # forgot [Z > 0]
+            grads[l] = {"w": delta.T @ cache["layer_inputs"][l], "b": delta.sum(0)}
+            delta = delta @ params[l]["w"]  # forgot [Z > 0]
         return grads
     if model == "softmax":
         d = cache["probs_BxC"] - cache["onehot_BxC"]  # forgot / B
-        return {"w": cache["X_BxD"].T @ d, "b": d.sum(0)}
+        return {"w": d.T @ cache["X_BxD"], "b": d.sum(0)}
     r = cache["residual_B"] / len(batch["y"])
     return {"w": cache["X_BxD"].T @ r, "b": r.mean()}  # mean where a sum belongs
 

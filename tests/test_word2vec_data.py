@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jaxdl.data import text
+from jaxdl.data import randomness, text
 from jaxdl.errors import JaxdlError
 
 
@@ -155,12 +155,12 @@ def test_sample_alias_matches_the_noise_distribution_chi_square():
 
 
 def test_hash_bits_are_uniform_and_keyed():
-    bits = np.asarray(text.hash_bits(jax.random.key(3), (200_000,)))
+    bits = np.asarray(randomness.hash_bits(jax.random.key(3), (200_000,)))
     for shift in (0, 8, 16, 28):  # low, middle and high nibbles are uniform
         nibble = (bits >> shift) & 15
         assert stats.chisquare(np.bincount(nibble, minlength=16)).pvalue > 1e-3
-    again = np.asarray(text.hash_bits(jax.random.key(3), (200_000,)))
-    other = np.asarray(text.hash_bits(jax.random.key(4), (200_000,)))
+    again = np.asarray(randomness.hash_bits(jax.random.key(3), (200_000,)))
+    other = np.asarray(randomness.hash_bits(jax.random.key(4), (200_000,)))
     np.testing.assert_array_equal(bits, again)
     assert (bits == other).mean() < 1e-3
     assert abs(np.corrcoef(bits[:-1].astype(float), bits[1:].astype(float))[0, 1]) < 0.01
@@ -172,7 +172,7 @@ STATIC = ("batch_size", "window", "capacity", "shuffle")
 skipgram_batches = jax.jit(text.skipgram_batches, static_argnames=STATIC)
 cbow_batches = jax.jit(text.cbow_batches, static_argnames=STATIC)
 draw_windows = jax.jit(text.draw_windows, static_argnames=STATIC[1:])
-hash_bits = jax.jit(text.hash_bits, static_argnums=1)
+hash_bits = jax.jit(randomness.hash_bits, static_argnums=1)
 
 def _toy(seed=0, vocab=30, sentences=150):
     rng = np.random.default_rng(seed)

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdl.data.randomness import index_shuffle
 from jaxdl.errors import JaxdlError
 
 SPLITS = ("train", "valid", "test")
@@ -336,7 +337,7 @@ def epoch_batches(data: dict, key, batch_size: int) -> dict:
     triples = data["triples"]
     n = triples.shape[0]
     S = -(-n // batch_size)
-    order = jax.random.permutation(key, n)
+    order = index_shuffle(key, n)
     pad = S * batch_size - n
     order = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)])
     mask = jnp.arange(S * batch_size) < n

@@ -45,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdl.data.download import default_cache_dir, download
+from jaxdl.data.randomness import hash_bits
 from jaxdl.errors import JaxdlError
 
 UNK = "<unk>"
@@ -239,29 +240,6 @@ def packed_alias_table(probs: np.ndarray) -> np.ndarray:
     thr = np.minimum(np.round(accept * (1 << thr_bits)), top).astype(np.uint64)
     alias = np.where(thr >= top, np.arange(n), alias).astype(np.uint64)  # accept ~1: aliasing to itself
     return ((thr << np.uint64(id_bits)) | alias).astype(np.uint32)
-
-
-def _mix32(x: jax.Array) -> jax.Array:
-    """A 32-bit integer hash with good avalanche (Wellons' lowbias32); a bijection on uint32."""
-    x = x ^ (x >> 16)
-    x = x * jnp.uint32(0x7FEB352D)
-    x = x ^ (x >> 15)
-    x = x * jnp.uint32(0x846CA68B)
-    return x ^ (x >> 16)
-
-
-def hash_bits(key, shape) -> jax.Array:
-    """uint32 random bits for bulk draws: a counter hashed twice with two seeds from `key`.
-
-    Counter-based and stateless like threefry, but a few integer ops per word, so drawing
-    the negatives of every step costs ~10x less on CPU than `jax.random` (word2vec.c uses
-    an LCG here). Same key, same bits; `tests/test_word2vec_data.py` checks the draws
-    against the target distributions with chi-square tests.
-    """
-    seed = jax.random.bits(key, (2,), jnp.uint32)
-    size = math.prod(shape)
-    counter = jax.lax.iota(jnp.uint32, size).reshape(shape)
-    return _mix32(_mix32(counter + seed[0]) ^ seed[1])
 
 
 def sample_alias(key, packed_VxS: jax.Array, shape) -> jax.Array:

@@ -2,6 +2,7 @@
 
 `to_linen` / `from_linen` convert between our from-scratch pytrees and linen's
 {'params': {'Dense_i': {'kernel', 'bias'}}} so both can be run on identical parameters.
+linen's kernel is (in, out), the transpose of our (out, in) weight.
 """
 from __future__ import annotations
 
@@ -41,13 +42,13 @@ def to_linen(params):
     if isinstance(params, list):
         layers = params
     elif params["w"].ndim == 1:
-        layers = [{"w": params["w"][:, None], "b": jnp.reshape(params["b"], (1,))}]
+        layers = [{"w": params["w"][None, :], "b": jnp.reshape(params["b"], (1,))}]
     else:
         layers = [params]
-    return {"params": {f"Dense_{i}": {"kernel": l["w"], "bias": l["b"]} for i, l in enumerate(layers)}}
+    return {"params": {f"Dense_{i}": {"kernel": l["w"].T, "bias": l["b"]} for i, l in enumerate(layers)}}
 
 
 def from_linen_mlp(variables):
     """linen MLP variables -> our list-of-layers pytree."""
     p = variables["params"]
-    return [{"w": p[f"Dense_{i}"]["kernel"], "b": p[f"Dense_{i}"]["bias"]} for i in range(len(p))]
+    return [{"w": p[f"Dense_{i}"]["kernel"].T, "b": p[f"Dense_{i}"]["bias"]} for i in range(len(p))]

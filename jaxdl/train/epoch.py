@@ -17,6 +17,8 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from jaxdl.data.randomness import index_shuffle
+
 
 def num_batches(num_examples: int, batch_size: int) -> int:
     """Full batches per epoch; the remainder (< batch_size examples) is dropped, a different
@@ -32,10 +34,10 @@ def shuffled_batches(data, key, batch_size: int):
 
 def shuffled_indices(data, key, batch_size: int) -> jax.Array:
     """The row indices of `shuffled_batches(data, key, batch_size)`: int32 (S, batch_size),
-    one permutation of the examples with the remainder dropped."""
+    one permutation of the examples (`index_shuffle`: no sort) with the remainder dropped."""
     n = jax.tree.leaves(data)[0].shape[0]
     S = num_batches(n, batch_size)
-    return jax.random.permutation(key, n)[: S * batch_size].reshape(S, batch_size)
+    return index_shuffle(key, n)[: S * batch_size].reshape(S, batch_size)
 
 
 def take_rows(data, idx):

@@ -11,12 +11,16 @@ classification); parameters as in `jaxdl.models.dense` ({'w', 'b'}, the MLP a li
 
 Linear regression, L = 1/B sum_i 1/2 (x_iᵀw + b − y_i)²; with r = Xw + b − y:
     dL/dw = Xᵀ r / B,   dL/db = sum(r) / B
-Softmax regression, logits O = XW + b, L = −1/B sum_i log softmax(o_i)[y_i]; with
+Weights are stored (out, in) as in `jaxdl.models.dense`, so a layer computes XWᵀ + b and
+its weight gradient is the (out, in) product dL/dOᵀ X (the book's W is our Wᵀ, and its
+dL/dW = Xᵀ dL/dO is the transpose of ours).
+
+Softmax regression, logits O = XWᵀ + b, L = −1/B sum_i log softmax(o_i)[y_i]; with
 P = softmax(O) row by row and Y one-hot, dL/dO = (P − Y) / B, and
-    dL/dW = Xᵀ dL/dO,   dL/db = column sums of dL/dO
-MLP, H_0 = X, Z_l = H_{l−1} W_l + b_l, H_l = relu(Z_l), logits Z_L; going back from
+    dL/dW = (dL/dO)ᵀ X,   dL/db = column sums of dL/dO
+MLP, H_0 = X, Z_l = H_{l−1} W_lᵀ + b_l, H_l = relu(Z_l), logits Z_L; going back from
 δ_L = (P − Y) / B:
-    dL/dW_l = H_{l−1}ᵀ δ_l,   dL/db_l = column sums of δ_l,   δ_{l−1} = (δ_l W_lᵀ) ⊙ [Z_{l−1} > 0]
+    dL/dW_l = δ_lᵀ H_{l−1},   dL/db_l = column sums of δ_l,   δ_{l−1} = (δ_l W_l) ⊙ [Z_{l−1} > 0]
 """
 from __future__ import annotations
 
@@ -51,18 +55,18 @@ def _softmax_cross_entropy(logits_BxC, labels_B):
 
 
 def softmax_forward(params, batch):
-    """Cross-entropy of logits XW + b against integer labels; returns (loss, cache)."""
+    """Cross-entropy of logits XWᵀ + b against integer labels; returns (loss, cache)."""
     X_BxD = batch["X"]
-    logits_BxC = X_BxD @ params["w"] + params["b"]
+    logits_BxC = X_BxD @ params["w"].T + params["b"]
     loss, probs_BxC, onehot_BxC = _softmax_cross_entropy(logits_BxC, batch["y"])
     return loss, {"X_BxD": X_BxD, "probs_BxC": probs_BxC, "onehot_BxC": onehot_BxC}
 
 
 def softmax_backward(params, cache):
-    """{'w': dL/dW (D, C), 'b': dL/db (C,)} from the cache: dL/dO = (P − Y) / B."""
+    """{'w': dL/dW (C, D), 'b': dL/db (C,)} from the cache: dL/dO = (P − Y) / B."""
     del params
     d_logits_BxC = (cache["probs_BxC"] - cache["onehot_BxC"]) / cache["probs_BxC"].shape[0]
-    return {"w": cache["X_BxD"].T @ d_logits_BxC, "b": d_logits_BxC.sum(axis=0)}
+    return {"w": d_logits_BxC.T @ cache["X_BxD"], "b": d_logits_BxC.sum(axis=0)}
 
 
 # ---- MLP ------------------------------------------------------------------------------------------
@@ -74,11 +78,11 @@ def mlp_forward(params, batch):
     layer_inputs, pre_activations = [], []
     for layer in params[:-1]:
         layer_inputs.append(H)
-        Z = H @ layer["w"] + layer["b"]
+        Z = H @ layer["w"].T + layer["b"]
         pre_activations.append(Z)
         H = jax.nn.relu(Z)
     layer_inputs.append(H)
-    logits_BxC = H @ params[-1]["w"] + params[-1]["b"]
+    logits_BxC = H @ params[-1]["w"].T + params[-1]["b"]
     loss, probs_BxC, onehot_BxC = _softmax_cross_entropy(logits_BxC, batch["y"])
     return loss, {"layer_inputs": layer_inputs, "pre_activations": pre_activations,
                   "probs_BxC": probs_BxC, "onehot_BxC": onehot_BxC}
@@ -90,10 +94,10 @@ def mlp_backward(params, cache):
     grads = [None] * len(params)
     for l in reversed(range(len(params))):
         H_in = cache["layer_inputs"][l]
-        grads[l] = {"w": H_in.T @ delta, "b": delta.sum(axis=0)}
+        grads[l] = {"w": delta.T @ H_in, "b": delta.sum(axis=0)}
         if l > 0:  # through W_l, then through the ReLU that made H_{l-1}
             Z_prev = cache["pre_activations"][l - 1]
-            delta = (delta @ params[l]["w"].T) * (Z_prev > 0).astype(delta.dtype)
+            delta = (delta @ params[l]["w"]) * (Z_prev > 0).astype(delta.dtype)
     return grads
 
 

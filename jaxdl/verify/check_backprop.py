@@ -26,8 +26,8 @@ SIZES = {
 }
 TITLES = {
     "linreg": "linreg backprop: dw = X^T r / B, db = sum(r) / B",
-    "softmax": "softmax regression backprop: dW = X^T (P - Y) / B",
-    "mlp": "MLP backprop: delta = (delta' W^T) * [Z > 0], dW = H^T delta",
+    "softmax": "softmax regression backprop: dW = (P - Y)^T X / B",
+    "mlp": "MLP backprop: delta = (delta' W) * [Z > 0], dW = delta^T H",
 }
 
 
@@ -52,7 +52,7 @@ def problem(model: str, B: int, D: int, hidden: tuple[int, ...], C: int, *, seed
         params = {"w": rng.standard_normal(D), "b": np.asarray(rng.standard_normal())}
         return params, {"X": X, "y": rng.standard_normal(B)}
     sizes = [D, *hidden, C]
-    layers = [{"w": rng.standard_normal((a, b)) * np.sqrt(2.0 / (a + b)), "b": 0.1 * rng.standard_normal(b)}
+    layers = [{"w": rng.standard_normal((b, a)) * np.sqrt(2.0 / (a + b)), "b": 0.1 * rng.standard_normal(b)}
               for a, b in zip(sizes[:-1], sizes[1:])]
     params = layers[0] if model == "softmax" else layers
     return params, {"X": X, "y": rng.integers(0, C, B)}
