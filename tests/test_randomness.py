@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from jaxdl.data.randomness import FEISTEL_ROUNDS, index_shuffle, mix32
+from jaxdl.data.randomness import FEISTEL_ROUNDS, index_shuffle, mix32, prefix_shuffle
 
 shuffle = jax.jit(index_shuffle, static_argnums=1, static_argnames="rounds")
 
@@ -50,3 +50,15 @@ def test_mix32_is_a_bijection_on_a_slice():
     x = np.arange(1 << 20, dtype=np.uint32)
     y = np.asarray(mix32(x))
     assert len(np.unique(y)) == len(x)
+
+
+def test_prefix_shuffle_permutes_the_real_rows_and_leaves_padding_in_place():
+    """With a traced row count per vmapped client: the first n entries are index_shuffle's
+    permutation of 0..n-1 (same key), the padding rows keep their places."""
+    size = 300
+    counts = np.array([0, 1, 2, 5, 37, 256, 257, 300])
+    keys = jax.random.split(jax.random.key(5), len(counts))
+    out = np.asarray(jax.jit(jax.vmap(lambda k, n: prefix_shuffle(k, n, size)))(keys, counts))
+    for k, n, row in zip(keys, counts, out):
+        np.testing.assert_array_equal(row[n:], np.arange(n, size))
+        np.testing.assert_array_equal(row[:n], np.asarray(index_shuffle(k, int(n))))

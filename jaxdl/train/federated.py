@@ -68,6 +68,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxdl.data.federated import ClientStack
+from jaxdl.data.randomness import prefix_shuffle
 from jaxdl.errors import JaxdlError
 from jaxdl.models import kge as kge_models
 from jaxdl.train.step import TrainState
@@ -205,8 +206,9 @@ def local_train(train_step, state: TrainState, triples_Nx3, mask_N, key, *, loca
     def epoch(carry, k_epoch):
         state, loss_sum = carry
         k_order, k_steps = jax.random.split(k_epoch)
-        # Real rows first in random order, padding rows last: each real row once per epoch.
-        order = jnp.argsort(jnp.where(mask_N, jax.random.uniform(k_order, (N,)), 2.0))
+        # Real rows (a prefix, as `pad_stack` lays them out) in random order, padding rows
+        # after them in place: each real row once per epoch.
+        order = prefix_shuffle(k_order, mask_N.sum(), N)
         batches = {"triples": triples_Nx3[order].reshape(S, batch_size, 3),
                    "mask": mask_N[order].reshape(S, batch_size)}
 
@@ -266,7 +268,7 @@ def packed_local_train(train_step, state: TrainState, triples_CxNx3, mask_CxN, k
     def epoch_plan(key, mask_N):  # local_train's shuffles and step keys, every epoch at once
         def one(e):
             k_order, k_steps = jax.random.split(jax.random.fold_in(key, e))
-            return jnp.argsort(jnp.where(mask_N, jax.random.uniform(k_order, (N,)), 2.0)), k_steps
+            return prefix_shuffle(k_order, mask_N.sum(), N), k_steps
         return jax.vmap(one)(jnp.arange(L))
 
     order_CxLxN, ksteps_CxL = jax.vmap(epoch_plan)(keys_C, mask_CxN)
