@@ -195,7 +195,8 @@ def _select(flag, new_tree, old_tree):
 def local_train(train_step, state: TrainState, triples_Nx3, mask_N, key, *, local_epochs: int,
                 batch_size: int):
     """`local_epochs` passes over one client's triples (N padded to S * batch_size rows,
-    `mask_N` marking real ones), reshuffled every epoch, as one `lax.scan` over the steps.
+    `mask_N` marking the real ones, which come first), reshuffled every epoch, as one `lax.scan`
+    over the steps.
 
     Returns (state, {'loss': mean loss over its real steps, 'steps': real steps taken,
     'finite': all real steps finite}).
