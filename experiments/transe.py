@@ -20,8 +20,10 @@ relations, 646 triples; see `jaxdl.data.kg.synthetic_kg`) the preset is batch 64
 no entity constraint: TransE and RotatE recover the planted grid, test MRR 1.0 (seeds 0
 and 1) in a few seconds of training; DistMult, whose score is symmetric in h and t,
 cannot tell a move from its reverse: MRR ~0.55. A random scorer gets ~0.05. On Nations
-and UMLS expect TransE test MRR ~0.43-0.45 and ~0.77-0.79 (means of seeds 0-2, `make bench`); on
-UMLS RotatE reaches ~0.84 and DistMult ~0.70 (seed 0; both without entity constraint).
+and UMLS expect TransE test MRR ~0.43 and ~0.79 with the default `ball` (means of seeds
+0-2); `make bench` picks the constraint per graph by validation MRR: `none` on Nations
+(~0.45), `ball` on UMLS. On UMLS RotatE reaches ~0.84 and DistMult ~0.70 (seed 0; both
+without entity constraint).
 
 Output (run folder): summary.json (test_mrr, test_mr, test_hits@1/3/10, epoch_seconds =
 median training epoch, evaluation excluded; graph counts and dropped triples),
