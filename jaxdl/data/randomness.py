@@ -57,46 +57,31 @@ def index_shuffle(key, n: int, *, rounds: int = FEISTEL_ROUNDS) -> jax.Array:
     """
     if not 0 <= n <= 2**31 - 1:
         raise ValueError(f"index_shuffle: n={n} must be in 0..2^31-1")
-    if n <= 1:
-        return jnp.arange(n, dtype=jnp.int32)
-    half = (max(2, (n - 1).bit_length()) + 1) // 2  # bits per half
-    feistel = _feistel(key, half, rounds)
-
-    def walk(x):  # re-encrypt only the values still outside 0..n-1
-        return jnp.where(x >= n, feistel(x), x)
-
-    x = feistel(jax.lax.iota(jnp.uint32, n))
-    return jax.lax.while_loop(lambda x: jnp.any(x >= n), walk, x).astype(jnp.int32)
+    return prefix_shuffle(key, n, n, rounds=rounds)
 
 
 def prefix_shuffle(key, n, size: int, *, rounds: int = FEISTEL_ROUNDS) -> jax.Array:
     """`index_shuffle` for a padded array whose first `n` rows are real: int32 (size,) whose
     first n entries are a random permutation of 0..n-1 and whose others are their own index.
     `n` may be traced (0 <= n <= size, e.g. a vmapped client's row count); for the same
-    key and n the first n entries equal `index_shuffle(key, n)`."""
+    key and n the first n entries equal `index_shuffle(key, n)`, which is this with size = n."""
     n = jnp.asarray(n, jnp.uint32)
     bits = jnp.maximum(2, 32 - jax.lax.clz(jnp.maximum(n, 2) - 1))  # bit_length(n - 1), at least 2
-    feistel = _feistel(key, (bits + 1) // 2, rounds)
+    half = (bits + 1) // 2  # bits per Feistel half: the domain 2^(2 half) is under 4n
+    mask = (jnp.uint32(1) << half) - jnp.uint32(1)
+    round_keys = jax.random.bits(key, (rounds,), jnp.uint32)
+
+    def feistel(x):
+        left, right = x >> half, x & mask
+        for r in range(rounds):
+            left, right = right, left ^ (mix32(right ^ round_keys[r]) & mask)
+        return (left << half) | right
+
     i = jax.lax.iota(jnp.uint32, size)
     live = i < n
 
-    def walk(x):
+    def walk(x):  # re-encrypt only the live values still outside 0..n-1
         return jnp.where(live & (x >= n), feistel(x), x)
 
     x = jax.lax.while_loop(lambda x: jnp.any(live & (x >= n)), walk, feistel(i))
     return jnp.where(live, x, i).astype(jnp.int32)
-
-
-def _feistel(key, half, rounds: int):
-    """The keyed balanced Feistel network on 2 * half bits (`half` static or traced)."""
-    mask = (jnp.uint32(1) << jnp.uint32(half)) - jnp.uint32(1)
-    shift = jnp.uint32(half)
-    round_keys = jax.random.bits(key, (rounds,), jnp.uint32)
-
-    def feistel(x):
-        left, right = x >> shift, x & mask
-        for r in range(rounds):
-            left, right = right, left ^ (mix32(right ^ round_keys[r]) & mask)
-        return (left << shift) | right
-
-    return feistel
