@@ -103,3 +103,21 @@ def test_flop_count_matches_xla_cost_analysis(hidden):
     hand = core.dense_train_gflop(256, [784, *hidden, 10]) * 1e9
     assert hand == pytest.approx(xla_flops, rel=0.02)
     assert hand < xla_flops  # what the hand count leaves out is extra work, never less
+
+
+def test_fede_bench_rounds_all_compute_the_same_round():
+    """The FedE workload's four rounds time one computation: the vmapped (packed and padded)
+    rounds, the per-client loop and the loop of steps give the same server table."""
+    import numpy as np
+
+    from jaxdl.bench import workloads_fede as wf
+    from jaxdl.data.kg import synthetic_kg
+
+    vmapped, padded, looped, looped_steps, server, _ = wf.build(synthetic_kg(seed=0, side=6, offsets=wf.GRID12),
+                                                                wf.QUICK)
+    key = jax.random.key(1)
+    reference = np.asarray(looped(server, key))
+    assert np.abs(reference - np.asarray(server)).max() > 1e-3  # the round trains
+    np.testing.assert_array_equal(np.asarray(looped_steps(server, key)), reference)
+    for round_fn in (vmapped, padded):
+        np.testing.assert_allclose(np.asarray(round_fn(server, key)), reference, atol=1e-6)

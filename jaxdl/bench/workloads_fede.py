@@ -24,14 +24,16 @@ Both sides run the library's own pieces with the fede experiment's defaults (Tra
                  client size): the price of one static shape for all clients.
 
 That the vmapped round computes exactly what training the clients one by one computes is
-tested (tests/test_fede.py); here the loops train each client on its own unpadded
-triples, so they do no padded work at all, and neither does the packed round. Vmapping
-removes per-client dispatch, not arithmetic: where a client's local training is long and
-compute-bound on a CPU (UMLS, dim 50: ~0.6 ms per step, ~6 ms per client call) the
-packed round only draws level with the per-client jitted loop and beats the loop of
-jitted steps ~2x; the padded round loses to both (its padding). Measured in one run of
-`python -m jaxdl bench --only fede` (UMLS, 2 CPU cores, load ~2.6, 20 interleaved
-rounds): packed 48.3 ms, padded 69.7 ms, loop 49.5 ms, loop of steps 98.4 ms. Where clients are small (quick
+tested (tests/test_fede.py), and that all four rounds here give the same server table
+(tests/test_bench.py; the step loop orders each epoch with `prefix_shuffle`, as
+`local_train` does). The loops train each client on its own unpadded triples, so they do
+no padded work at all, and neither does the packed round. Vmapping removes per-client
+dispatch, not arithmetic: where a client's local training is long and compute-bound on a
+CPU (UMLS, dim 50: ~0.6 ms per step) the packed round beats the per-client jitted loop
+only ~1.4x and the loop of jitted steps ~2.4x; the padded round pays for its padding.
+Measured in one run of `python -m jaxdl bench --only fede` (UMLS, 2 CPU cores, load ~1.9,
+20 interleaved rounds): packed 28.9 ms, padded 41.5 ms, loop 41.1 ms, loop of steps
+68.1 ms. Where clients are small (quick
 mode) dispatch dominates and the vmapped round wins by ~6-10x (there the padded
 schedule, one phase, is a little faster than the packed one: padding is nearly free).
 
@@ -70,6 +72,7 @@ def build(kg, settings: dict, num_clients: int = NUM_CLIENTS, seed: int = 0):
     import optax
 
     from jaxdl.data import federated as fd
+    from jaxdl.data.randomness import prefix_shuffle
     from jaxdl.losses.kge import make_loss_fn
     from jaxdl.models.kge import KGEModel
     from jaxdl.train import federated as fed
@@ -123,7 +126,7 @@ def build(kg, settings: dict, num_clients: int = NUM_CLIENTS, seed: int = 0):
 
     @jax.jit
     def epoch_batches(triples, mask, key):
-        order = jnp.argsort(jnp.where(mask, jax.random.uniform(key, mask.shape), 2.0))
+        order = prefix_shuffle(key, mask.sum(), mask.shape[0])  # local_train's order
         return triples[order].reshape(-1, B, 3), mask[order].reshape(-1, B)
 
     def looped_steps(server_entity, key):
