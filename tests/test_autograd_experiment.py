@@ -5,6 +5,7 @@ import json
 import jax.numpy as jnp
 import pytest
 
+from jaxdl.cli import load_experiment
 from jaxdl.cli import main as cli_main
 from jaxdl.errors import JaxdlError
 
@@ -16,7 +17,7 @@ def _run(tmp_path, name, *flags):
 
 
 def test_all_claims_hold(tmp_path, capsys):
-    from experiments import autograd
+    autograd = load_experiment("autograd")
 
     summary, results = _run(tmp_path, "a", *autograd.SMOKE_ARGS)
     out = capsys.readouterr().out
@@ -36,7 +37,7 @@ def test_all_claims_hold(tmp_path, capsys):
 
 
 def test_a_false_claim_stops_the_run(tmp_path, monkeypatch, capsys):
-    from experiments import autograd
+    autograd = load_experiment("autograd")
 
     monkeypatch.setattr(autograd, "f_python", lambda a: a ** 3)  # grad 3a^2 != f(a)/a = a^2
     code = cli_main(["exp", "autograd", "--out", str(tmp_path / "r"), "--trials", "2"])
@@ -49,7 +50,7 @@ def test_a_false_claim_stops_the_run(tmp_path, monkeypatch, capsys):
 
 
 def test_functions_agree_where_claimed():
-    from experiments import autograd
+    autograd = load_experiment("autograd")
 
     for a in (0.3, -0.7, 2.5):
         a = jnp.asarray(a)

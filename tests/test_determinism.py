@@ -10,7 +10,6 @@ experiment: both runs must exit 0 and leave a finished run folder.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import os
 import re
@@ -20,7 +19,7 @@ import sys
 import pytest
 
 from conftest import REPO
-from jaxdl.cli import experiment_names
+from jaxdl.cli import experiment_names, load_experiment
 from jaxdl.cli import main as cli_main
 
 _WALL_CLOCK = re.compile(r"second|time|_ms$|per_s|throughput|speed|elapsed|duration")
@@ -47,7 +46,7 @@ def _results(run_dir) -> dict[str, object]:
 
 @pytest.mark.parametrize("name", experiment_names())
 def test_same_seed_same_results(name, tmp_path, monkeypatch, capsys):
-    module = importlib.import_module(f"experiments.{name}")
+    module = load_experiment(name)
     fields = {f.name for f in dataclasses.fields(module.Config)}
     args = ["exp", name, *module.SMOKE_ARGS] + (["--no-progress"] if "progress" in fields else [])
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "12345",

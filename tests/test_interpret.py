@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from jaxdl import interpret
+from jaxdl.cli import load_experiment
 from jaxdl.errors import JaxdlError
 
 
@@ -269,7 +270,7 @@ def test_experiment_writes_table_correlations_and_plots(tmp_path):
     """`make exp NAME=interpret` with its smoke flags: every artefact, consistent numbers."""
     import json
 
-    from experiments import interpret as experiment
+    experiment = load_experiment("interpret")
     from jaxdl.cli import main as cli_main
 
     out = tmp_path / "run"

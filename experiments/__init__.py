@@ -1,1 +1,0 @@
-"""One module per experiment: a documented `Config` and a thin `main(cfg) -> Run`."""
