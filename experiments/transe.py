@@ -126,22 +126,6 @@ def build(cfg: Config, kg: KG | None = None) -> Setup:
     return Setup(kg, model, params, optimizer, loss_fn, run_epoch, {"triples": jnp.asarray(kg.train)})
 
 
-def time_epoch(cfg: Config, *, kg: KG | None = None, repeats: int = 20) -> dict:
-    """The jitted training epoch alone, timed with `time_call` (median ms)."""
-    from jaxdl.bench.timing import time_call
-
-    s = build(cfg, kg)
-    state = init_state(s.params, s.optimizer)
-    keys = iter(jax.random.split(jax.random.key(cfg.seed), 10_000))
-
-    def one_epoch():
-        nonlocal state
-        state, metrics = s.run_epoch(state, s.data, next(keys))
-        return metrics
-
-    return time_call(one_epoch, warmup=2, repeats=repeats)
-
-
 def main(cfg: Config):
     setup = build(cfg)
     kg, model = setup.kg, setup.model
