@@ -32,8 +32,6 @@ commands:
   exp NAME [--flag value ...]   run experiments/NAME (flags: python -m jaxdl exp NAME --help)
   list                          list the experiments
   verify                        check hand-derived gradients against autodiff
-  bench [--quick] [--only NAME,..] [--threads N] [--out DIR]
-                                jit vs eager (and peers) benchmark
   ps                            list jaxdl runs on this machine
   stop RUN_DIR                  make a run checkpoint and exit
   devices                       list the devices JAX sees
@@ -43,11 +41,10 @@ commands:
 # broken optional room never breaks the others.
 COMMANDS = {
     "verify": "jaxdl.verify.cli:main",
-    "bench": "jaxdl.bench.cli:main",
     "ps": "jaxdl.runs.ps:main_ps",
     "stop": "jaxdl.runs.ps:main_stop",
-    "devices": "jaxdl.parallel:main_devices",
-    "launch": "jaxdl.distributed:main_launch",
+    "devices": "jaxdl.devices.select:main_devices",
+    "launch": "jaxdl.launch:main_launch",
 }
 
 
@@ -128,6 +125,9 @@ def _dispatch(argv: list[str]) -> int:
     if command == "list":
         print("\n".join(experiment_names()))
         return 0
+    if command == "bench":
+        raise JaxdlError("bench: the benchmarks live in the repository's benchmarks/ folder: run `make bench` "
+                         "(or `python -m benchmarks`) from a checkout")
     if command not in COMMANDS:
         raise JaxdlError(f"unknown command {command!r}; known: exp, list, {', '.join(COMMANDS)}")
     module_name, func = COMMANDS[command].split(":")

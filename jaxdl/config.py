@@ -3,7 +3,15 @@
 Every field of an experiment's `Config` becomes a flag (`max_epochs` -> `--max-epochs`);
 `metadata` documents it and bounds it:
 
-    lr: float = field(default=0.1, metadata=doc("learning rate (the book: 0.1)", gt=0))
+    lr: float = field(default=0.1, metadata=doc("learning rate", gt=0))
+
+Fields are declared once, in option groups that experiments compose by inheritance:
+`RunOptions` (seed, run folder, progress), `TrainOptions` (epochs, optimizer, batch),
+`DeviceOptions` (`--devices`, `--parallel`) -- together `TrainConfig` -- and `KGEOptions`
+(score function, negatives, evaluation cadence; transe and fede). An experiment changes an
+inherited default with `@defaults(lr=(0.03, "the book"))`, which keeps the field's help
+and bounds and names where the value comes from. Enumerated options are `Literal` types
+(or `choices=` taken from the module that defines them), so `--help` lists them.
 
 Precedence, lowest first: field defaults < the experiment's PRESETS for a chosen value
 (e.g. `--dataset fashion_mnist` brings the book's lr/batch/epochs) < the saved config of
@@ -18,13 +26,16 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from jaxdl.errors import JaxdlError
 
+# Settings of one invocation, not of the run: a resumed run does not take them from its
+# config.json, and a change in them is no change of the run's settings.
+PER_INVOCATION = frozenset({"resume", "out", "debug_nans", "progress"})
 
-# Settings of one invocation, not of the run: a resumed run does not take them from config.json.
-PER_INVOCATION = frozenset({"resume", "debug_nans", "progress"})
+Optimizer = Literal["sgd", "optax_sgd", "momentum", "adam", "adamw"]  # jaxdl.train.optim.make_optimizer
+Parallel = Literal["pmap", "shard_map"]  # jaxdl.devices.data_parallel.MODES
 
 
 def doc(help: str, *, gt=None, ge=None, le=None, lt=None, choices=None) -> dict:
@@ -33,25 +44,123 @@ def doc(help: str, *, gt=None, ge=None, le=None, lt=None, choices=None) -> dict:
 
 
 @dataclass
-class TrainConfig:
-    """Fields every training experiment has."""
+class RunOptions:
+    """Fields every experiment has: its seed and its run folder."""
 
     seed: int = field(default=0, metadata=doc("the run's one seed; every key derives from it", ge=0))
-    max_epochs: int = field(default=10, metadata=doc("epochs to train (resume with a larger value to extend)", gt=0))
-    lr: float = field(default=0.1, metadata=doc("learning rate", gt=0))
-    batch_size: int = field(default=256, metadata=doc("global minibatch size", gt=0))
     out: str = field(default="", metadata=doc("run folder (default runs/<experiment>/<timestamp>)"))
     resume: str = field(default="", metadata=doc("continue the run in this folder"))
-    ckpt_every: int = field(default=5, metadata=doc("checkpoint every N epochs (and on SIGINT/SIGTERM)", gt=0))
-    devices: str = field(default="all", metadata=doc("'all', a count, or indices like 0,2,3"))
-    parallel: str = field(default="pmap", metadata=doc("data-parallel form", choices=("pmap", "shard_map")))
-    debug_nans: bool = field(default=False, metadata=doc("turn on jax_debug_nans to find the op that made a NaN"))
     progress: bool = field(default=True, metadata=doc("show a progress bar"))
 
     PRESETS: ClassVar[dict[str, dict[Any, dict[str, Any]]]] = {}
 
     def validate(self) -> None:
         """Cross-field checks; raise JaxdlError. Experiments extend this."""
+
+
+@dataclass
+class TrainOptions(RunOptions):
+    """Fields of every experiment that trains with the harness."""
+
+    max_epochs: int = field(default=10, metadata=doc("epochs to train (resume with a larger value to extend)", gt=0))
+    lr: float = field(default=0.1, metadata=doc("learning rate", gt=0))
+    batch_size: int = field(default=256, metadata=doc("global minibatch size", gt=0))
+    optimizer: Optimizer = field(default="sgd", metadata=doc("optimizer ('sgd' is written from scratch)"))
+    ckpt_every: int = field(default=5, metadata=doc("checkpoint every N epochs (and on SIGINT/SIGTERM)", gt=0))
+    debug_nans: bool = field(default=False, metadata=doc("turn on jax_debug_nans to find the op that made a NaN"))
+
+
+@dataclass
+class DeviceOptions:
+    """Which devices a run uses, and the form of data parallelism over them."""
+
+    devices: str = field(default="all", metadata=doc("'all', a count, or indices like 0,2,3"))
+    parallel: Parallel = field(default="pmap", metadata=doc("data-parallel form"))
+
+
+@dataclass
+class TrainConfig(DeviceOptions, TrainOptions):
+    """Training on devices: the options of every harness experiment."""
+
+
+KGEModel = Literal["transe", "rotate", "distmult"]  # jaxdl.models.kge.MODELS
+EntityNorm = Literal["none", "ball", "sphere"]  # jaxdl.models.kge.ENTITY_CONSTRAINTS
+KGELoss = Literal["nssa", "ns", "margin"]  # jaxdl.losses.kge.LOSSES
+
+
+@dataclass
+class KGEOptions:
+    """Knowledge-graph embedding: the graph, the score function, its loss and negatives, and
+    the validation that drives early stopping."""
+
+    data: str = field(default="", metadata=doc("graph folder with train.txt, valid.txt, test.txt "
+                                               "(empty: the synthetic grid graph)"))
+    model: KGEModel = field(default="transe", metadata=doc("score function"))
+    dim: int = field(default=50, metadata=doc("embedding size (complex size for RotatE)", gt=0))
+    gamma: float = field(default=9.0, metadata=doc("margin gamma in the TransE/RotatE score gamma - distance "
+                                                   "(PyKEEN's NSSA margin: 9)", gt=0))
+    norm: int = field(default=1, metadata=doc("TransE distance norm", choices=(1, 2)))
+    entity_norm: EntityNorm = field(default="ball", metadata=doc(
+        "after each step keep entity vectors in the unit ball (||e|| <= 1), on the sphere (||e|| = 1, "
+        "PyKEEN's TransE), or unconstrained"))
+    loss: KGELoss = field(default="nssa", metadata=doc("self-adversarial (nssa) or uniform (ns) negative "
+                                                       "sampling, or margin ranking"))
+    adversarial_temperature: float = field(default=1.0, metadata=doc(
+        "alpha of the self-adversarial weights softmax(alpha * score)", ge=0))
+    margin: float = field(default=1.0, metadata=doc("margin of --loss margin", gt=0))
+    neg: int = field(default=16, metadata=doc("negatives per positive", gt=0))
+    eval_every: int = field(default=5, metadata=doc("validation MRR every N epochs (rounds)", gt=0))
+    patience: int = field(default=20, metadata=doc("stop after N validations without a better MRR", gt=0))
+
+    def validate(self) -> None:
+        if self.model != "transe" and self.norm != 1:
+            raise JaxdlError(f"--norm applies to TransE only (got --model {self.model})")
+
+
+Dataset = Literal["digits", "breast_cancer", "fashion_mnist"]  # jaxdl.data.classification.DATASETS
+
+
+@dataclass
+class ClassifierOptions:
+    """The dense classifiers' data, loss and initialisation (softmax regression, the MLP)."""
+
+    dataset: Dataset = field(default="digits", metadata=doc("data set"))
+    data_dir: str = field(default="", metadata=doc("folder with the Fashion-MNIST IDX files (else cache/download)"))
+    loss: Literal["ce", "mse"] = field(default="ce", metadata=doc("cross-entropy or squared loss on one-hot targets"))
+    sigma: float = field(default=0.01, metadata=doc("weight init N(0, sigma^2) (the book: 0.01)", ge=0))
+    weight_init: Literal["normal", "xavier", "he"] = field(default="normal", metadata=doc("weight initialiser"))
+
+    # With --dataset fashion_mnist the book's settings apply (D2L's softmax regression and MLP).
+    PRESETS: ClassVar = {"dataset": {"fashion_mnist": {"lr": 0.1, "batch_size": 256, "max_epochs": 10}}}
+
+
+def defaults(**values):
+    """`@dataclass` for a config that also gives inherited fields new defaults, keeping their
+    help and bounds: `@defaults(lr=(0.03, "the book"), batch_size=10)` -- a value, or
+    (value, where it comes from), which `--help` shows. Use it instead of `@dataclass`."""
+
+    def wrap(cls):
+        if "__dataclass_fields__" in cls.__dict__:
+            raise TypeError(f"{cls.__name__}: use @defaults(...) instead of @dataclass, not both")
+        inherited = {}
+        for base in reversed(cls.__mro__[1:]):  # as dataclass collects them: later bases first
+            inherited.update(base.__dict__.get("__dataclass_fields__", {}))
+        hints = typing.get_type_hints(cls)
+        annotations = dict(cls.__dict__.get("__annotations__", {}))
+        for name, value in values.items():
+            if name not in inherited:
+                raise TypeError(f"{cls.__name__}: no inherited field {name!r} to give a default")
+            value, source = value if isinstance(value, tuple) else (value, "")
+            old = inherited[name]
+            meta = dict(old.metadata or {})
+            if source:
+                meta["source"] = source
+            annotations.setdefault(name, hints[name])
+            setattr(cls, name, field(default=value, metadata=meta))
+        cls.__annotations__ = annotations
+        return dataclass(cls)
+
+    return wrap
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,8 +172,19 @@ def _base_type(tp):
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return args[0]
+        return _base_type(args[0])
+    if origin is Literal:
+        return type(typing.get_args(tp)[0])
     return tp
+
+
+def choices_of(cls, name: str) -> tuple | None:
+    """The allowed values of field `name`: its Literal type's, else its metadata's."""
+    tp = typing.get_type_hints(cls)[name]
+    if typing.get_origin(tp) is Literal:
+        return typing.get_args(tp)
+    meta = next(f.metadata for f in dataclasses.fields(cls) if f.name == name) or {}
+    return tuple(meta["choices"]) if meta.get("choices") is not None else None
 
 
 def _field_types(cls) -> dict[str, type]:
@@ -84,12 +204,15 @@ def build_parser(cls, prog: str) -> argparse.ArgumentParser:
         meta = f.metadata or {}
         tp = types_[f.name]
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
-        help_ = f"{meta.get('help', '')} (default: {default!r})"
+        source = f", {meta['source']}" if meta.get("source") else ""
+        help_ = f"{meta.get('help', '')} (default: {default!r}{source})"
+        choices = choices_of(cls, f.name)
+        metavar = "{" + ",".join(map(str, choices)) + "}" if choices else tp.__name__.upper()
         if tp is bool:
             parser.add_argument(_flag(f.name), dest=f.name, action=argparse.BooleanOptionalAction, help=help_)
         else:
             parser.add_argument(_flag(f.name), dest=f.name, type=_converter(f.name, tp), help=help_,
-                                metavar=tp.__name__.upper())
+                                metavar=metavar)
     return parser
 
 
@@ -110,8 +233,9 @@ def check_field_bounds(cfg) -> None:
         meta = f.metadata or {}
         value = getattr(cfg, f.name)
         flag = _flag(f.name)
-        if meta.get("choices") is not None and value not in meta["choices"]:
-            raise JaxdlError(f"{flag}: {value!r} is not one of {', '.join(map(str, meta['choices']))}")
+        choices = choices_of(type(cfg), f.name)
+        if choices is not None and value not in choices:
+            raise JaxdlError(f"{flag}: {value!r} is not one of {', '.join(map(str, choices))}")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
         if value != value:  # NaN

@@ -333,28 +333,24 @@ def pad_stack(arrays: list[np.ndarray], size: int | None = None, *, count: int |
     return out, mask
 
 
-def stack_clients(clients: FederatedSplit | list[ClientData], num_entities: int | None = None, *,
-                  pad_clients_to: int = 1) -> ClientStack:
-    """Pad and stack clients (see ClientStack). `pad_clients_to`: the client count is
-    rounded up to a multiple of it with empty clients (to shard the client axis evenly)."""
+def stack_clients(clients: FederatedSplit | list[ClientData], num_entities: int | None = None) -> ClientStack:
+    """Pad every client to a common size and stack them (see ClientStack)."""
     if isinstance(clients, FederatedSplit):
         num_entities = clients.num_entities if num_entities is None else num_entities
         clients = list(clients.clients)
     if num_entities is None:
         raise ValueError("num_entities is required when stacking a list of clients")
     C = len(clients)
-    C_padded = -(-C // pad_clients_to) * pad_clients_to
-    train, train_mask = pad_stack([c.train for c in clients], count=C_padded)
-    valid, valid_mask = pad_stack([c.valid for c in clients], count=C_padded)
-    test, test_mask = pad_stack([c.test for c in clients], count=C_padded)
+    train, train_mask = pad_stack([c.train for c in clients], count=C)
+    valid, valid_mask = pad_stack([c.valid for c in clients], count=C)
+    test, test_mask = pad_stack([c.test for c in clients], count=C)
     R = max(c.num_relations for c in clients)
-    relation_mask = np.zeros((C_padded, R), bool)
-    entity_mask = np.zeros((C_padded, num_entities), bool)
+    relation_mask = np.zeros((C, R), bool)
+    entity_mask = np.zeros((C, num_entities), bool)
     for i, c in enumerate(clients):
         relation_mask[i, : c.num_relations] = True
         entity_mask[i, c.entities()] = True
-    num_train = np.zeros(C_padded, np.int32)
-    num_train[:C] = [len(c.train) for c in clients]
-    client_mask = np.arange(C_padded) < C
+    num_train = np.asarray([len(c.train) for c in clients], np.int32)
+    client_mask = np.ones(C, bool)  # False marks the empty clients the device room pads with
     return ClientStack(train, train_mask, num_train, valid, valid_mask, test, test_mask, relation_mask,
                        entity_mask, client_mask)

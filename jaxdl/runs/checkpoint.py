@@ -1,6 +1,6 @@
 """Checkpoints with orbax: a pytree of arrays plus a small JSON record, one folder per epoch.
 
-What the loop saves (see jaxdl/train/loop.py): the whole train state (parameters, optimizer
+What the harness saves (see jaxdl/harness/hooks.py): the whole train state (parameters, optimizer
 state, step counter), the best parameters so far, and the run's key; the JSON record holds
 the epoch and the early-stopping bookkeeping. The data order needs no saving: epoch e draws
 it from fold_in(key, e), so the key and the epoch reproduce it.
@@ -31,11 +31,12 @@ logging.getLogger("absl").setLevel(logging.ERROR)
 MANIFEST = "jaxdl_files.sha256"
 
 
-def manager(ckpt_dir: Path, *, max_to_keep: int = 2) -> ocp.CheckpointManager:
-    if jax.process_count() > 1:  # only the writing process saves: keep orbax's barriers to it alone
+def manager(ckpt_dir: Path, *, max_to_keep: int = 2, primary_process: int | None = None) -> ocp.CheckpointManager:
+    """An orbax manager for `ckpt_dir`. `primary_process`: in a job of several processes, the
+    one that saves (orbax's barriers are then kept to it alone)."""
+    if primary_process is not None:
         Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
-        solo = ocp.options.MultiprocessingOptions(primary_host=jax.process_index(),
-                                                  active_processes={jax.process_index()})
+        solo = ocp.options.MultiprocessingOptions(primary_host=primary_process, active_processes={primary_process})
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=False,
                                                enable_async_checkpointing=False, multiprocessing_options=solo)
         return ocp.CheckpointManager(Path(ckpt_dir).resolve(), options=options)

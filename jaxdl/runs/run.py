@@ -12,6 +12,7 @@
     checkpoints/     orbax checkpoints, one folder per saved epoch (see checkpoint.py)
     run.lock         the owning process, held with flock while it lives (see lock.py)
 
+`Run.open(...)` is a context manager: leaving it releases the lock, however the block ends.
 A run also signs in to the machine's registry (registry.py) so `python -m jaxdl ps` can list it.
 This module imports no jax, so `ps` and `stop` start instantly.
 """
@@ -26,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxdl.config import PER_INVOCATION
 from jaxdl.errors import JaxdlError
 from jaxdl.runs import lock, registry
 
 CKPT_DIR = "checkpoints"
-_IGNORED_CHANGES = {"resume", "out", "progress", "debug_nans"}  # flags that may differ on resume without notice
 
 
 def _json_default(x):
@@ -123,19 +124,9 @@ def _repair_jsonl(path: Path) -> None:
     print(f"notice: {path}: dropped a torn last line (the process died while writing it)", file=sys.stderr)
 
 
-def _device_names(devices) -> list[str]:
-    names = []
-    jax = sys.modules.get("jax")
-    by_id = {d.id: d for d in jax.devices()} if jax is not None and any(isinstance(d, int) for d in devices) else {}
-    for d in devices:
-        d = by_id.get(d, d) if isinstance(d, int) else d
-        names.append(f"{d.platform}:{d.id}" if hasattr(d, "platform") else str(d))
-    return names
-
-
 def _config_changes(old: dict, new: dict) -> list[str]:
     return [f"{k} {old[k]!r} -> {new[k]!r}" for k in new
-            if k in old and k not in _IGNORED_CHANGES and old[k] != new[k]]
+            if k in old and k not in PER_INVOCATION and old[k] != new[k]]
 
 
 @dataclass
@@ -150,7 +141,7 @@ class Run:
     # ---- creation -------------------------------------------------------------------
     @staticmethod
     def open(experiment: str, config: dict, *, out: str = "", resume: str = "", is_writer: bool = True,
-             devices: list | None = None) -> "Run":
+             devices: list[str] | None = None) -> "Run":
         """Create (or, with `resume`, reopen) a run folder, take its lock, write config.json.
 
         Refuses: a folder another live process holds (naming its pid and state); `--resume`
@@ -195,7 +186,7 @@ class Run:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise JaxdlError(f"{run_dir}: cannot create the run folder ({e.strerror})") from None
-        device_names = _device_names(devices or [])
+        device_names = list(devices or [])
         started = time.time()
         lock.acquire(run_dir, {"experiment": experiment, "run_dir": str(run_dir.resolve()),
                                "devices": device_names, "started": started})
@@ -233,6 +224,12 @@ class Run:
         info.setdefault("invocations", []).append(
             {"time": started, "pid": os.getpid(), "argv": sys.argv, "resume": resumed})
         write_json_atomic(self.dir / "run.json", info)
+
+    def __enter__(self) -> "Run":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def close(self) -> None:
         """Release the lock and record in the registry how the process ended."""

@@ -26,23 +26,14 @@ rows past the client's count masked out of the loss. Two schedules compute it, b
 the same (tests/test_fede.py):
   * padded (`local_train` vmapped): every client runs the largest client's step count and
     a step with no real rows leaves that client's parameters, optimizer state and step
-    counter untouched. Simple and shardable, but on UMLS in 10 clients 46% of the rows
-    (37% of the client-steps) are padding.
+    counter untouched. Simple and shardable, but with clients of unequal size much of the
+    work is padding.
   * packed (`packed_local_train`, `make_round(client_steps=...)`, used when every client
     trains on one device): the steps are cut into phases between the clients' distinct
     step counts and each phase vmaps only the clients that still have real steps -- no
-    padding step is computed. `python -m jaxdl bench --only fede` (UMLS, 10 clients, dim
-    50, 3 local epochs, 2 CPU cores, one run, interleaved): packed 48 ms, padded 70 ms,
-    Python loop of jitted per-client local training 50 ms, Python loop of jitted steps
-    98 ms per round. (With tiny clients the padded schedule's single phase is a little
-    faster: there padding is nearly free.)
-Profiling the step shows why vmapping gains little more here: one TransE step of 256
-triples x 16 negatives is ~0.6 ms of arithmetic (gathers, scores, the embedding
-gradient's scatter-add), the vmapped step over 10 clients costs ~10x that, and the
-flattened formulation (one (C*E, D) table, offset indices, one plain gather/scatter) was
-no faster than the vmapped 2-D-index gather/scatter; the work is compute-bound, not
-dispatch-bound, so the packed round removes padding and the loop's dispatch but cannot
-also amortise arithmetic.
+    padding step is computed. With tiny clients the padded schedule's single phase can be
+    as fast: there padding is nearly free. `make bench` (the fede workloads) times both
+    against a Python loop of per-client programs.
 
 The reference implementation (zjukg/FedE) differs in ways this one fixes: it sends the
 whole entity table down to every client and up again each round (here: only the rows a
@@ -51,21 +42,17 @@ set to zero on the server (here: it keeps its value). Like the reference, negati
 drawn uniformly over all entities, Adam runs locally, and early stopping watches the
 test-size-weighted validation MRR checked every few rounds.
 
-With several devices the client axis is sharded over them (`client_sharding`): the jitted
-round partitions the vmapped local training by client and the aggregation's sum over
-clients becomes one all-reduce; nothing else in this module knows about devices.
+Nothing here knows about devices: jaxdl/devices/clients.py divides the client axis among
+them.
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
-from jax.sharding import PartitionSpec as P
 
 from jaxdl.data.federated import ClientStack
 from jaxdl.data.randomness import prefix_shuffle
@@ -74,7 +61,6 @@ from jaxdl.models import kge as kge_models
 from jaxdl.train.step import TrainState
 
 SETTINGS = ("isolation", "collection", "fede")
-CLIENT_AXIS = "clients"
 
 
 class ClientArrays(NamedTuple):
@@ -377,35 +363,3 @@ def make_round(train_step, *, aggregate: bool, local_epochs: int, batch_size: in
         return FedState(clients, server_entity, state.round + 1), metrics
 
     return round_fn
-
-
-# ---------------------------------------------------------------------------------------
-# Devices: the client axis sharded over a mesh (the only device code of FedE)
-# ---------------------------------------------------------------------------------------
-def client_sharding(devices: list):
-    """(by_client, replicated) NamedShardings on a 1-D mesh of `devices`: leading (client)
-    axis split across devices / a full copy on each."""
-    mesh = Mesh(np.asarray(devices), (CLIENT_AXIS,))
-    return NamedSharding(mesh, P(CLIENT_AXIS)), NamedSharding(mesh, P())
-
-
-def place_clients(state: FedState, data: ClientArrays, devices: list):
-    """Put the stacked state and data on `devices`, the client axis split across them (one
-    device: plainly on it). The stack's client count must divide evenly (stack_clients'
-    pad_clients_to)."""
-    if len(devices) == 1:
-        put = lambda t: jax.device_put(t, devices[0])  # noqa: E731
-        return put(state), put(data)
-    by_client, replicated = client_sharding(devices)
-    C = data.client_mask_C.shape[0]
-    if C % len(devices):
-        raise JaxdlError(f"{C} stacked clients cannot be split evenly over {len(devices)} devices")
-    state = FedState(jax.device_put(state.clients, by_client), jax.device_put(state.server_entity, replicated),
-                     jax.device_put(state.round, replicated))
-    return state, jax.device_put(data, by_client)
-
-
-def jit_round(round_fn: Callable, state: FedState, data: ClientArrays):
-    """jit `round_fn` keeping the state's layout (client axis sharded or not); state donated."""
-    shardings = jax.tree.map(lambda x: x.sharding, state)
-    return jax.jit(round_fn, out_shardings=(shardings, None), donate_argnums=0)

@@ -4,7 +4,8 @@ Built from a pure loss `loss_fn(params, batch, key) -> (loss, metrics)` and any 
 optimizer. The same step serves every model: dense classifiers, word2vec (padded windows
 with masks, negatives drawn from `key`), knowledge-graph embedding (corrupted triples
 drawn from `key`), federated clients (`jax.vmap` over a stacked client axis) and data
-parallelism (`grad_reduce=lambda t: lax.pmean(t, 'data')` inside pmap/shard_map).
+parallelism, where the device room (jaxdl/devices) says where values are averaged over
+the devices: the gradients (`grad_reduce`) or the loss itself (`loss_reduce`).
 """
 from __future__ import annotations
 
@@ -39,15 +40,19 @@ def make_train_step(
     optimizer: optax.GradientTransformation,
     *,
     grad_reduce: Callable[[PyTree], PyTree] | None = None,
+    loss_reduce: Callable[[PyTree], PyTree] | None = None,
 ):
     """Returns the pure `train_step(state, batch, key) -> (state, metrics)`.
 
     metrics: 'loss', the loss's own metrics, and 'finite' (loss and every gradient free
-    of NaN/inf), all scalars; under `grad_reduce` they are reduced like the gradients.
+    of NaN/inf), all scalars. `grad_reduce` is applied to (grads, metrics) after
+    differentiation; `loss_reduce` to (loss, metrics) inside it, so that autodiff carries
+    the reduction into the gradients.
     """
+    objective = loss_fn if loss_reduce is None else (lambda *args: loss_reduce(loss_fn(*args)))
 
     def train_step(state: TrainState, batch, key):
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, key)
+        (loss, aux), grads = jax.value_and_grad(objective, has_aux=True)(state.params, batch, key)
         metrics = {"loss": loss, **aux}
         if grad_reduce is not None:
             grads, metrics = grad_reduce((grads, metrics))

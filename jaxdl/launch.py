@@ -1,33 +1,18 @@
-"""Several processes, one run: jaxdl on JAX's own distributed runtime (`jax.distributed`).
+"""`python -m jaxdl launch`: run an experiment as several cooperating processes.
 
     python -m jaxdl launch --nproc 2 exp mlp ...        # N processes on this machine
     python -m jaxdl launch exp mlp ...                   # one process of a job a scheduler
                                                          # started (SLURM, Open MPI, ...)
     python -m jaxdl launch --coordinator HOST:PORT --num-processes N --process-id I exp mlp ...
 
-Every process runs the same experiment. `jax.distributed.initialize` connects them (the
-coordinator runs inside process 0); on CPU their collectives go through gloo. After that
-`jax.devices()` lists the devices of all processes and jaxdl.parallel trains data-parallel
-across all of them: each process puts its copy of the (in-memory) training set on its own
-devices, every device draws the same global batches from the epoch key and trains on its
-own columns, and gradients are averaged over all devices of all processes. Parameters are
-therefore identical everywhere; `check_replicas` verifies that after every epoch.
-
-Only process 0 writes the run folder (metrics, plots, checkpoints, summary); on resume it
-reads the checkpoint and sends it to the others (`share_restored`), and a stop signal seen
-by any process stops all of them after the same epoch (`first_signal`).
-
-A process that dies: the others fail in their next collective (gloo sees the connection
-drop) and exit with one `error:` line and exit code 4; one that hangs is declared dead by
-the coordinator after `--heartbeat-timeout` seconds and JAX terminates the rest. The local
-launcher also stops the others once one has failed. Resume with the same command and
-`--resume RUN_DIR` (any process count: the global batch, hence the trajectory, does not
-depend on it).
+Every process runs the same experiment (see jaxdl/devices/processes.py for what they
+share). The local launcher (`--nproc`) starts the processes on 127.0.0.1, relays their
+output, forwards stop signals, and stops the others once one has failed.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import ctypes
 import os
 import signal
 import socket
@@ -35,174 +20,20 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 
+from jaxdl import cli
+from jaxdl.config import parse_config
+from jaxdl.devices import processes
+from jaxdl.devices.processes import PEER_FAILED
 from jaxdl.errors import JaxdlError
 
-PEER_FAILED = 4  # exit code of a process whose peers failed
 GRACE_SECONDS = 10.0  # the launcher's wait for the others to exit by themselves
-
-
-# ---- inside each process ----------------------------------------------------------------
-
-def initialize(*, coordinator: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, local_devices: list[int] | None = None,
-               heartbeat_timeout: int = 20, init_timeout: int = 120, shutdown_timeout: int = 30) -> None:
-    """Join the job: `jax.distributed.initialize`, with gloo for collectives on CPU.
-
-    Unset arguments come from the environment (SLURM, Open MPI, Kubernetes, Cloud TPU, or
-    JAX_COORDINATOR_ADDRESS); JaxdlError when there is none. Must run before any JAX
-    computation.
-    """
-    import jax
-
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    try:
-        jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
-                                   process_id=process_id, local_device_ids=local_devices,
-                                   initialization_timeout=init_timeout, heartbeat_timeout_seconds=heartbeat_timeout,
-                                   shutdown_timeout_seconds=shutdown_timeout)
-    except (ValueError, TypeError) as e:
-        raise JaxdlError(f"launch: {str(e).rstrip('.')}; outside a scheduler give --nproc N, or --coordinator HOST:PORT "
-                         "--num-processes N --process-id I") from None
-    except Exception as e:  # the coordinator could not be reached within init_timeout
-        raise JaxdlError(f"launch: could not join the job at {coordinator or 'the detected coordinator'} "
-                         f"({_first_line(e)})") from None
-
-
-def _first_line(e: BaseException, limit: int = 300) -> str:
-    text = (str(e).strip().splitlines() or [type(e).__name__])[0]
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _broadcast_bytes(payload: bytes | None) -> bytes:
-    """Process 0's bytes, on every process (others pass anything)."""
-    import numpy as np
-    from jax.experimental import multihost_utils
-
-    size = multihost_utils.broadcast_one_to_all(np.int32(len(payload or b"")))
-    buf = np.zeros(int(size), np.uint8)
-    if payload:
-        buf[:] = np.frombuffer(payload, np.uint8)
-    return np.asarray(multihost_utils.broadcast_one_to_all(buf), np.uint8).tobytes()
-
-
-def broadcast_json(obj=None):
-    """Process 0's JSON-able `obj`, on every process."""
-    import jax
-
-    payload = json.dumps(obj).encode() if jax.process_index() == 0 else None
-    return json.loads(_broadcast_bytes(payload).decode())
-
-
-def first_signal(received: list[int]) -> int:
-    """The stop signal that the lowest-numbered process that received one got (0: none),
-    the same on every process: all of them stop after the same epoch."""
-    import numpy as np
-    from jax.experimental import multihost_utils
-
-    every = np.asarray(multihost_utils.process_allgather(np.int32(received[0] if received else 0))).reshape(-1)
-    return int(next((s for s in every if s), 0))
-
-
-def share_restored(restored, template):
-    """Process 0's restored checkpoint `(tree, meta, epoch)` or None, on every process.
-
-    Only process 0 reads the run folder; the others receive the arrays (shaped like
-    `template`) over the collectives, so no shared file system is needed."""
-    import jax
-    import numpy as np
-    from jax.experimental import multihost_utils
-
-    header = broadcast_json(None if restored is None else {"meta": restored[1], "epoch": restored[2]})
-    if header is None:
-        return None
-    source = restored[0] if jax.process_index() == 0 else template
-    leaves, treedef = jax.tree.flatten(source)
-    shipped = [multihost_utils.broadcast_one_to_all(np.asarray(x)) for x in leaves]
-    tree = jax.tree.unflatten(treedef, [np.asarray(x, np.asarray(t).dtype) for x, t in zip(shipped, leaves)])
-    return tree, header["meta"], header["epoch"]
-
-
-def param_digest(params) -> str:
-    """A short hash of a host copy of the parameters (bytes, dtypes, shapes, tree order)."""
-    import hashlib
-
-    import jax
-    import numpy as np
-
-    h = hashlib.blake2b(digest_size=8)
-    for leaf in jax.tree.leaves(params):
-        a = np.ascontiguousarray(np.asarray(leaf))
-        h.update(f"{a.dtype}{a.shape}".encode())
-        h.update(a.tobytes())
-    return h.hexdigest()
-
-
-def check_replicas(params, *, step: int | None = None) -> list[str]:
-    """Every process's parameter digest; JaxdlError naming the first process whose
-    parameters differ from process 0's."""
-    import numpy as np
-    from jax.experimental import multihost_utils
-
-    mine = np.frombuffer(bytes.fromhex(param_digest(params)), np.uint32)
-    every = np.asarray(multihost_utils.process_allgather(mine)).reshape(-1, mine.size)
-    return compare_digests([row.astype(np.uint32).tobytes().hex() for row in every], step=step)
-
-
-def compare_digests(digests: list[str], *, step: int | None = None) -> list[str]:
-    """`digests` (one per process) when all agree; else JaxdlError naming the first process
-    that differs from process 0."""
-    for i, d in enumerate(digests[1:], start=1):
-        if d != digests[0]:
-            when = f" at step {step}" if step is not None else ""
-            raise JaxdlError(f"the parameters on process {i} differ from process 0's{when} "
-                             f"({d} vs {digests[0]}): the processes no longer train the same model")
-    return digests
-
-
-def open_run(experiment: str, config: dict, *, out: str = "", resume: str = "", devices: list | None = None):
-    """`Run.open` for a run of one or several processes: process 0 creates (or reopens) and
-    locks the folder, and the others learn its path, or the error that stopped it."""
-    import jax
-
-    from jaxdl.runs.run import Run
-
-    if jax.process_count() == 1:
-        return Run.open(experiment, config, out=out, resume=resume, devices=devices)
-    run, outcome = None, None
-    if jax.process_index() == 0:
-        try:
-            run = Run.open(experiment, config, out=out, resume=resume, devices=devices)
-            outcome = {"dir": str(run.dir)}
-        except JaxdlError as e:
-            outcome = {"error": str(e)}
-    outcome = broadcast_json(outcome)
-    if "error" in outcome:
-        raise JaxdlError(outcome["error"])
-    if run is None:
-        from pathlib import Path
-
-        run = Run(Path(outcome["dir"]), experiment, is_writer=False)
-    return run
-
-
-def command_prefix() -> str:
-    """How this run was started, for messages that say how to resume it."""
-    import jax
-
-    if jax.process_count() == 1:
-        return "python -m jaxdl"
-    nproc = os.environ.get("JAXDL_LAUNCH_NPROC")
-    return f"python -m jaxdl launch --nproc {nproc}" if nproc else "python -m jaxdl launch"
 
 
 def _run_as_process(command: list[str]) -> int:
     """Run a jaxdl command (`exp NAME ...`) as this process of the job and leave the job."""
-    import jax
-
-    from jaxdl import cli
-
-    who = f"process {jax.process_index()}/{jax.process_count()}"
+    who = processes.describe()
     try:
         code = cli.main(command)
     except BaseException as e:  # noqa: BLE001 -- a collective that failed, or a bug
@@ -212,7 +43,7 @@ def _run_as_process(command: list[str]) -> int:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
-    jax.distributed.shutdown()
+    processes.shutdown()
     return code
 
 
@@ -222,18 +53,14 @@ def _report_failure(who: str, e: BaseException) -> None:
         print(f"error: {who}: interrupted", file=sys.stderr)
     elif any(s in text for s in ("Gloo", "gloo", "Connection reset", "Connection closed", "heartbeat",
                                  "coordination service", "DEADLINE_EXCEEDED", "UNAVAILABLE")):
-        print(f"error: {who}: lost contact with the other processes ({_first_line(e, 200)}); "
+        print(f"error: {who}: lost contact with the other processes ({processes.first_line(e, 200)}); "
               "another process has probably died -- stopping", file=sys.stderr)
     else:
-        import traceback
-
         traceback.print_exception(e, file=sys.stderr)
-        print(f"error: {who}: {type(e).__name__}: {_first_line(e)}", file=sys.stderr)
+        print(f"error: {who}: {type(e).__name__}: {processes.first_line(e)}", file=sys.stderr)
     sys.stdout.flush()
     sys.stderr.flush()
 
-
-# ---- the launcher ------------------------------------------------------------------------
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -269,8 +96,6 @@ def main_launch(argv: list[str]) -> int:
     if not command or command[0] != "exp" or len(command) < 2:
         raise JaxdlError("launch: give the experiment to run, e.g. `launch --nproc 2 exp mlp --max-epochs 5`")
     if "-h" in command or "--help" in command:  # the experiment's flags, from this process alone
-        from jaxdl import cli
-
         return cli.main(command)
     for name in ("heartbeat_timeout", "init_timeout"):
         if getattr(args, name) < 1:
@@ -292,7 +117,7 @@ def main_launch(argv: list[str]) -> int:
     if args.process_id is not None and args.num_processes is not None \
             and not 0 <= args.process_id < args.num_processes:
         raise JaxdlError(f"launch: --process-id {args.process_id}: must be in 0..{args.num_processes - 1}")
-    initialize(coordinator=args.coordinator, num_processes=args.num_processes, process_id=args.process_id,
+    processes.initialize(coordinator=args.coordinator, num_processes=args.num_processes, process_id=args.process_id,
                local_devices=local, heartbeat_timeout=args.heartbeat_timeout, init_timeout=args.init_timeout)
     return _run_as_process(command)
 
@@ -300,17 +125,12 @@ def main_launch(argv: list[str]) -> int:
 def _check_command(command: list[str]) -> None:
     """Parse the experiment's flags once in the launcher: bad input is one line, before
     any process starts."""
-    from jaxdl import cli
-    from jaxdl.config import parse_config
-
     module = cli.load_experiment(command[1])
     parse_config(module.Config, command[2:], f"python -m jaxdl exp {command[1]}")
 
 
 def _no_orphans():  # runs in the child before exec: die with the launcher
     try:
-        import ctypes
-
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass

@@ -1,0 +1,60 @@
+"""Which devices a run uses: the `--devices` flag, and `python -m jaxdl devices`."""
+from __future__ import annotations
+
+import jax
+
+from jaxdl.errors import JaxdlError
+
+
+def select_devices(spec: str = "all", *, devices: list | None = None) -> list:
+    """'all', a count ('2'), or comma-separated indices ('0,2,3') -> list of devices.
+
+    Indices refer to `jax.devices()` (see `python -m jaxdl devices`). In a run of several
+    processes only 'all' is accepted: each process's devices are chosen when it starts
+    (`launch --local-devices`, or CUDA_VISIBLE_DEVICES).
+    """
+    available = list(jax.devices()) if devices is None else list(devices)
+    spec = str(spec).strip()
+    if spec in ("", "all"):
+        return available
+    if devices is None and jax.process_count() > 1:
+        raise JaxdlError(f"--devices {spec}: a run of {jax.process_count()} processes uses all their devices; "
+                         "pick each process's devices with `launch --local-devices` or CUDA_VISIBLE_DEVICES")
+    try:
+        parts = [int(p) for p in spec.split(",")]
+    except ValueError:
+        raise JaxdlError(f"--devices {spec!r}: expected 'all', a count, or indices like 0,2,3") from None
+    if "," not in spec:
+        count = parts[0]
+        if count < 1:
+            raise JaxdlError(f"--devices {spec}: need at least one device")
+        if count > len(available):
+            raise JaxdlError(f"--devices {spec}: only {len(available)} device(s) available")
+        return available[:count]
+    if len(set(parts)) != len(parts):
+        raise JaxdlError(f"--devices {spec}: duplicate device index")
+    bad = [i for i in parts if not 0 <= i < len(available)]
+    if bad:
+        raise JaxdlError(f"--devices {spec}: no device {bad[0]} (have 0..{len(available) - 1})")
+    return [available[i] for i in parts]
+
+
+def device_names(devices: list) -> list[str]:
+    """'platform:id' of each device (what run.lock and `ps` show)."""
+    return [f"{d.platform}:{d.id}" for d in devices]
+
+
+def main_devices(argv: list[str]) -> int:
+    """`python -m jaxdl devices`: index, platform, kind, memory where known."""
+    if argv:
+        raise JaxdlError(f"devices: takes no arguments, got {' '.join(argv)}")
+    for i, d in enumerate(jax.devices()):
+        mem = ""
+        try:
+            stats = d.memory_stats() or {}
+            if "bytes_limit" in stats:
+                mem = f"{stats['bytes_limit'] / 2**30:.1f} GiB"
+        except Exception:  # not every backend reports memory
+            pass
+        print(f"{i}\t{d.platform}\t{d.device_kind}\t{mem}")
+    return 0
