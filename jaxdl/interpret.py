@@ -35,7 +35,7 @@ import numpy as np
 
 from jaxdl.errors import JaxdlError
 
-MAX_EXACT_FEATURES = 24  # 2^24 = 16.8M coalitions per explained row: minutes, not hours
+MAX_EXACT_FEATURES = 24  # 2^24 = 16.8M coalitions per explained row; beyond it, use sampling
 DEFAULT_BATCH_SIZE = 16384  # rows per call of f: large enough to vectorise, small enough for cache
 
 

@@ -223,7 +223,7 @@ class CheckReport:
     rtol: float
     atol: float
     shape: str  # the hand result's shape(s)
-    expected_shape: str  # the reference's shape(s)
+    expected_shape: str  # the shape(s) of `compare`'s `reference` argument
     dtype: str
     layout: str = ""
     reason: str = ""

@@ -18,7 +18,7 @@ def test_default_recovers_the_planted_clusters(tmp_path, capsys):
     out = tmp_path / "run"
     assert cli_main(["exp", "word2vec", "--out", str(out), "--no-progress"]) == 0
     s = _summary(out)
-    # The target: each word's nearest neighbours in its cluster for >= 90% of words.
+    # The target: each word's nearest neighbours in its cluster for >= 90% of words.
     assert s["cluster_recovery"]["recovered"] >= 0.9 and s["cluster_recovery"]["words"] == 400
     for key in ("train_tokens", "vocab_size", "words_per_second", "final_loss"):
         assert s[key] is not None and s[key] > 0, key

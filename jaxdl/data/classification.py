@@ -1,6 +1,7 @@
 """Classification data sets by config name."""
 from __future__ import annotations
 
+from jaxdl.data.fashion_mnist import load_fashion_mnist
 from jaxdl.data.tabular import ClassificationData, load_breast_cancer, load_digits
 from jaxdl.errors import JaxdlError
 
@@ -13,7 +14,5 @@ def load_classification(name: str, *, data_dir: str = "", split_seed: int = 0) -
     if name == "breast_cancer":
         return load_breast_cancer(split_seed=split_seed)
     if name == "fashion_mnist":
-        from jaxdl.data.fashion_mnist import load_fashion_mnist
-
         return load_fashion_mnist(data_dir or None)
     raise JaxdlError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")

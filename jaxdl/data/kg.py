@@ -300,7 +300,7 @@ def corrupt(key, triples_Bx3, *, num_entities, num_negatives: int, mode: str = "
     """Draw `num_negatives` corruptions of each positive triple, on device.
 
     mode 'both': each positive replaces its head or its tail (a fair coin) in all its K
-    negatives, as the reference code (head-batch/tail-batch) and PyKEEN's basic sampler do;
+    negatives, as Sun et al.'s code (head-batch/tail-batch) and PyKEEN's basic sampler do;
     'mixed': a coin per negative; 'head' or 'tail': always that side. The replacement is
     uniform over the other num_entities - 1 entities (never the original, as PyKEEN's
     sampler). With `known`, negatives that are known true triples are masked out

@@ -6,9 +6,9 @@ per element, where `jax.random` runs threefry per word and `jax.random.permutati
   * `hash_bits(key, shape)`: uint32 bits, a counter hashed twice (word2vec's negatives).
   * `index_shuffle(key, n)`: a permutation of 0..n-1 computed element-wise by a keyed
     Feistel network with cycle walking (a random-access permutation, the idea behind
-    `tf.random.experimental.index_shuffle`). No sort: on 60,000 indices it takes about
-    0.7 ms on CPU against about 25 ms for `jax.random.permutation` (two rounds of XLA's
-    sort), which was a quarter of a softmax-regression epoch.
+    `tf.random.experimental.index_shuffle`). No sort: `jax.random.permutation` runs two
+    rounds of XLA's sort, which on CPU costs far more than a few integer ops per index and
+    is a sizeable part of a softmax-regression epoch (see the README's benchmark section).
   * `prefix_shuffle(key, n, size)`: the same permutation of a padded array's first n rows,
     n traced (FedE's vmapped clients, each with its own row count).
 """
@@ -34,10 +34,10 @@ def mix32(x: jax.Array) -> jax.Array:
 def hash_bits(key, shape) -> jax.Array:
     """uint32 random bits for bulk draws: a counter hashed twice with two seeds from `key`.
 
-    Counter-based and stateless like threefry, but a few integer ops per word, so drawing
-    the negatives of every step costs ~10x less on CPU than `jax.random` (word2vec.c uses
-    an LCG here). Same key, same bits; `tests/test_word2vec_data.py` checks the bits and
-    the draws made from them with chi-square tests.
+    Counter-based and stateless like threefry, but a few integer ops per word where
+    threefry runs 20 rounds, so drawing the negatives of every step stays cheap on CPU
+    (word2vec.c uses an LCG here). Same key, same bits; `tests/test_word2vec_data.py`
+    checks the bits and the draws made from them with chi-square tests.
     """
     seed = jax.random.bits(key, (2,), jnp.uint32)
     size = math.prod(shape)

@@ -32,6 +32,7 @@ def split_indices(n: int, test_fraction: float, seed: int):
 
 def load_digits(*, test_fraction: float = 0.2, split_seed: int = 0) -> ClassificationData:
     """scikit-learn's 8x8 digits (1,797 images, 10 classes), pixels scaled to [0, 1]."""
+    # Deferred: scikit-learn (with SciPy) is slow to import and only these two loaders use it.
     from sklearn.datasets import load_digits as _load
 
     d = _load()
@@ -45,7 +46,7 @@ def load_digits(*, test_fraction: float = 0.2, split_seed: int = 0) -> Classific
 def load_breast_cancer(*, test_fraction: float = 0.2, split_seed: int = 0) -> ClassificationData:
     """scikit-learn's breast-cancer table (569 rows, 30 named features), standardised
     with the training split's mean and standard deviation."""
-    from sklearn.datasets import load_breast_cancer as _load
+    from sklearn.datasets import load_breast_cancer as _load  # deferred, as in load_digits
 
     d = _load()
     X = d.data.astype(np.float64)

@@ -24,8 +24,8 @@ Device side (pure, jittable; `make_batches(data, key)` for `jaxdl.train.epoch`):
   * Order ("shuffle"): by default the B slots of a batch are B streams, each walking its
     own contiguous 1/B of the epoch's pairs (like B word2vec threads): a batch samples the
     whole corpus. `shuffle="random"` permutes the kept centres instead (`prefix_shuffle`, no
-    sort; measured on PTB, 5 epochs, seeds 0-2: ~0.06 s more per epoch than the streams, for
-    about the same WordSim-353 rho, 0.114 vs 0.116).
+    sort): a little more work per epoch than the streams, for about the same word-similarity
+    score (the README's word2vec section has the figures).
   * `cbow_batches`: the same draws, one example per centre with its 2*window contexts
     padded and masked.
   * `sample_alias`: negatives from the noise distribution in O(1) per draw, from
@@ -177,9 +177,9 @@ def keep_probabilities(counts: np.ndarray, t: float = 1e-4, *, formula: str = "b
     """Subsampling: the probability of keeping each word, f(w) = count(w) / in-vocabulary tokens.
 
     formula 'book' (D2L 15.3, the default): min(1, sqrt(t / f)). 'word2vec' (word2vec.c and
-    gensim): min(1, sqrt(t / f) + t / f), which keeps more of every frequent word (on PTB at
-    t = 1e-4, 414k tokens a epoch instead of 344k). Id 0 (<unk>) gets 0; t = 0 keeps
-    everything. Returns (V,) float32.
+    gensim): min(1, sqrt(t / f) + t / f), which keeps more of every frequent word, so an
+    epoch has more tokens (the README's word2vec section compares the two). Id 0 (<unk>)
+    gets 0; t = 0 keeps everything. Returns (V,) float32.
     """
     if formula not in SUBSAMPLE_FORMULAS:
         raise ValueError(f"formula {formula!r} not in {SUBSAMPLE_FORMULAS}")
@@ -228,8 +228,9 @@ def alias_id_bits(vocab_size: int) -> int:
 def packed_alias_table(probs: np.ndarray) -> np.ndarray:
     """The alias table packed into one uint32 per word: (threshold << id_bits) | alias,
     threshold = accept quantised to the 32 - id_bits remaining bits (one gather per draw
-    instead of two -- on CPU the single gather is ~4x cheaper). Quantisation moves each
-    word's probability by at most 2^-(33 - id_bits) / V: 2e-10 absolute for V = 6,719."""
+    instead of two, which is cheaper on CPU). Quantisation moves each word's probability by
+    at most 2^-(33 - id_bits) / V: 2e-10 absolute for V = 6,719 (PTB's vocabulary at the
+    book's min_count 10)."""
     accept, alias = alias_table(probs)
     n = len(accept)
     id_bits = alias_id_bits(n)

@@ -8,11 +8,11 @@ Pure losses on scores (higher = more plausible), per positive, shape (B,):
       self-adversarial       w_k = stop_gradient(softmax_k(alpha * s(neg_k)))   (Sun et al., 2019)
 
 For TransE/RotatE the score already contains the margin gamma (s = gamma - distance), so
-the negative-sampling loss is exactly the reference's -log sigma(gamma - d) - sum w log
-sigma(d - gamma), and PyKEEN's NSSA loss with margin = gamma. The 1/2 follows the
-reference code (mean of the positive and the negative part). Self-adversarial weights are
-constants for the gradient: harder negatives count more, but no gradient flows through
-their weights; alpha -> 0 gives uniform weights (both tested).
+the negative-sampling loss is exactly the -log sigma(gamma - d) - sum w log sigma(d - gamma)
+of Sun et al. (2019), and PyKEEN's NSSA loss with margin = gamma. The 1/2 follows Sun et
+al.'s code (KnowledgeGraphEmbedding: the mean of the positive and the negative part).
+Self-adversarial weights are constants for the gradient: harder negatives count more, but
+no gradient flows through their weights; alpha -> 0 gives uniform weights (both tested).
 
 Masks: `mask_BxK` (False = a negative that is a known true triple, see
 `jaxdl.data.kg.corrupt`) takes that negative out of the loss; `mask_B` (False = a padding

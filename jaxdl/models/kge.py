@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import optax
 
 MODELS = ("transe", "rotate", "distmult")
 
@@ -180,8 +181,6 @@ def with_entity_constraint(optimizer, constraint: str = "ball"):
     """`optimizer` followed by the projection `constrain_entities` of the updated entity
     vectors, as an optax GradientTransformation (a projected-gradient step). Relation
     updates are the optimizer's own."""
-    import optax
-
     if constraint == "none":
         return optimizer
 

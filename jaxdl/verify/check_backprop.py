@@ -15,6 +15,7 @@ import numpy as np
 
 from jaxdl import losses
 from jaxdl.models import dense
+from jaxdl.train.supervised import classification_loss
 from jaxdl.verify import backprop
 from jaxdl.verify.registry import Check, compile_fast
 
@@ -35,8 +36,6 @@ def reference_loss(model: str):
     """The training loss of `model` as a function of (params, batch), for `jax.grad`."""
     if model == "linreg":
         return lambda p, batch: losses.squared_loss(pred=dense.linreg_apply(p, batch["X"]), target=batch["y"]).mean()
-    from jaxdl.train.supervised import classification_loss
-
     apply = {"softmax": dense.softmax_apply, "mlp": dense.mlp_apply}[model]
     loss_fn = classification_loss(apply, "ce")
     return lambda p, batch: loss_fn(p, batch, None)[0]

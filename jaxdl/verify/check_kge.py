@@ -18,8 +18,12 @@ scatters these into the entity and relation tables and compares them with `jax.g
 """
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from jaxdl.losses import kge as kge_losses
+from jaxdl.models import kge
 from jaxdl.verify.registry import Check
 
 E, R, D, B, K = 7, 3, 5, 4, 6
@@ -63,12 +67,6 @@ def hand_gradient(params, triples, neg_h, neg_t):
 
 
 def _autodiff(detach: bool):
-    import jax
-    import jax.numpy as jnp
-
-    from jaxdl.losses import kge as kge_losses
-    from jaxdl.models import kge
-
     params, triples, neg_h, neg_t = _problem()
     model = kge.KGEModel("transe", dim=D, gamma=GAMMA, p=1)
 

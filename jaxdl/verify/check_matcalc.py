@@ -52,7 +52,7 @@ class Identity:
 
 # ---- drawing inputs --------------------------------------------------------------------------------
 # Inputs are drawn with NumPy's Generator, seeded from the identity's name and size: the same
-# numbers on every run, and no threefry kernel to compile for each shape (which would double
+# numbers on every run, and no threefry kernel to compile for each shape (compiling is most of
 # the time `make verify` takes).
 
 def _draw(rng: np.random.Generator, kind: str, shape: tuple[int, ...]) -> np.ndarray:

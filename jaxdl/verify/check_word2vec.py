@@ -23,8 +23,12 @@ derivation -- forgetting the -1 of the true target -- is registered and must fai
 """
 from __future__ import annotations
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from jaxdl.losses import word2vec as losses
+from jaxdl.models import word2vec as w2v
 from jaxdl.verify.registry import Check
 
 V, D, B, K, C = 11, 4, 6, 3, 4
@@ -94,12 +98,6 @@ def hand_full_softmax(params, center, context):
 
 
 def _autodiff(kind: str):
-    import jax
-    import jax.numpy as jnp
-
-    from jaxdl.losses import word2vec as losses
-    from jaxdl.models import word2vec as w2v
-
     params, center, targets, mask, contexts, context_mask = _problem()
     labels = _labels()
 

@@ -26,6 +26,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import jax
+
 from jaxdl.errors import JaxdlError
 from jaxdl.matcalc import compare
 from jaxdl.verify import registry
@@ -143,8 +145,6 @@ def main(argv: list[str] | None = None) -> int:
           f"expected (deliberately wrong derivations), {bad} unexpected "
           f"({counts['FAIL']} FAIL, {counts['XPASS']} XPASS, {counts['ERROR']} ERROR)")
     if out_dir is not None:
-        import jax
-
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "verify.json").write_text(json.dumps({
             "counts": counts, "unexpected": bad, "seconds": round(seconds, 2), "filter": args.filter,

@@ -13,6 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import jax
+
+import jaxdl.verify
+
 
 @dataclass(frozen=True)
 class Check:
@@ -28,10 +32,8 @@ def discover() -> list[Check]:
     """Every check from every `jaxdl.verify.check_*` module, in module order. A module that
     fails to import (or whose `checks()` raises) appears as one check named after it that
     raises that error when computed, so the others still run and the failure is reported."""
-    import jaxdl.verify as pkg
-
     found: list[Check] = []
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+    for info in sorted(pkgutil.iter_modules(jaxdl.verify.__path__), key=lambda m: m.name):
         if info.name.startswith("check_"):
             try:
                 found.extend(importlib.import_module(f"jaxdl.verify.{info.name}").checks())
@@ -48,13 +50,11 @@ def _raiser(error: Exception) -> Callable[[], tuple[Any, Any]]:
 
 
 # The programs a check runs are tiny and run once: compiling them is nearly all the time
-# `make verify` takes, and XLA's CPU backend compiles them about twice as fast without
-# LLVM's optimisation passes, which only speed up the code that runs.
+# `make verify` takes, and XLA's CPU backend compiles them faster without LLVM's
+# optimisation passes, which only speed up the code that runs.
 FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 
 
 def compile_fast(fn: Callable, *args):
     """`jax.jit(fn)` compiled for `args` with FAST_COMPILE options (no global setting)."""
-    import jax
-
     return jax.jit(fn).lower(*args).compile(compiler_options=FAST_COMPILE)
