@@ -51,7 +51,10 @@ def open_run(experiment: str, cfg, layout: devices.Layout, *, out: str = "", res
 def place(task: Task, layout: devices.Layout) -> devices.Placed:
     """The task's epoch on the devices: a data-parallel step over batches, or a round over clients."""
     if isinstance(task.epoch, Rounds):
-        return devices.client_parallel(task.epoch.round_fn, task.state, task.epoch.data, layout=layout)
+        rounds = task.epoch
+        one = len(layout.devices) == 1 and rounds.one_device_round_fn is not None
+        return devices.client_parallel(rounds.one_device_round_fn if one else rounds.round_fn, task.state, rounds.data,
+                                       layout=layout)
     if task.train_step is not None:  # a step of the experiment's own: not data-parallel
         if len(layout.devices) > 1:
             print(f"notice: this step trains on one device: {layout.devices[0]}", flush=True)

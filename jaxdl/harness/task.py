@@ -37,10 +37,12 @@ class Batches:
 @dataclass
 class Rounds:
     """A federated round `round_fn(state, data, key) -> (state, metrics)` over stacked clients
-    (`jaxdl.train.federated`); `data` is the host ClientArrays."""
+    (`jaxdl.train.federated`); `data` is the host ClientArrays. `one_device_round_fn`: the
+    same round in a form that holds on one device only (used there when given)."""
 
     round_fn: Callable
     data: Any
+    one_device_round_fn: Callable | None = None
 
 
 @dataclass
