@@ -1,7 +1,7 @@
 """Hand-written backprop (jaxdl/verify/backprop.py) against `jax.grad` of the training losses.
 
 The reference is the loss the experiments train with: the squared loss of
-`experiments/linreg.py` and `jaxdl.train.supervised.classification_loss(apply, "ce")` for
+`experiments/linreg.py` and `jaxdl.losses.classification.classification_loss(apply, "ce")` for
 softmax regression and the MLP, differentiated by `jax.grad`. Every parameter's gradient
 is compared, in float64 (scoped with `jax.enable_x64`) at several shapes, and once in
 float32, the precision training runs at.
@@ -14,8 +14,8 @@ import jax
 import numpy as np
 
 from jaxdl import losses
+from jaxdl.losses.classification import classification_loss
 from jaxdl.models import dense
-from jaxdl.train.supervised import classification_loss
 from jaxdl.verify import backprop
 from jaxdl.verify.registry import Check, compile_fast
 
