@@ -267,8 +267,7 @@ def part_axes(c: Claims) -> None:
 
 
 def main(cfg: Config) -> Run:
-    run = Run.open("autograd", to_dict(cfg), out=cfg.out)
-    try:
+    with Run.open("autograd", to_dict(cfg), out=cfg.out) as run:
         key = jax.random.key(cfg.seed)
         k_points, k_vector = jax.random.split(key)
         claims = Claims()
@@ -284,6 +283,4 @@ def main(cfg: Config) -> Run:
         if failed:
             raise JaxdlError(f"claim failed: part {failed[0]['part']}: {failed[0]['claim']} "
                              f"({len(failed)} of {len(claims.records)} failed; see {run.dir / 'results.json'})")
-    finally:
-        run.close()
     return run

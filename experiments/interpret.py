@@ -6,7 +6,7 @@
 
 Breast cancer (scikit-learn: 569 tumours, 30 named features, standardised with the
 training split): an MLP 30 -> 32 -> 2 (ReLU, Xavier init, Adam lr 0.01, batch 64, 60
-epochs; the library's supervised recipe). The score explained is the log-odds of
+epochs). The score explained is the log-odds of
 'benign', logit_benign - logit_malignant, at `explain` test rows, against `background`
 training rows drawn with the seed:
   weight            first-layer weight norm per feature (global: no row, no baseline)
@@ -27,29 +27,38 @@ the top features, Spearman and Kendall rank correlations between methods, Shaple
 efficiency gaps and standard errors, IG completeness gaps), top_features.md (the table),
 importance.png (bar chart), digits_heatmaps.png, summary.json.
 
-Expect (seed 0, a real run; see the README): test accuracy 0.965 on breast cancer and 0.98
-on digits; worst-case size/concavity/texture/smoothness features and the radius error on top;
-Shapley values, leave-one-out, integrated gradients and gradient x input agreeing closely
-(Spearman 0.98-1.00 between each two), first-layer weights much less (Spearman ~0.79); Shapley
-efficiency holds to float32 rounding (~1e-5) with standard errors ~0.01 on values ~1.5.
+Expect (README: a real run): worst-case size/concavity/texture/smoothness features and the
+radius error on top; Shapley values, leave-one-out, integrated gradients and gradient x input
+agreeing closely in rank, first-layer weights much less; Shapley efficiency holding to
+float32 rounding.
+
+The two MLPs are two runs of the harness: breast cancer in the run folder, digits in its
+`digits/` sub-folder, resumed together.
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import field
+from functools import partial
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import matplotlib.pyplot as plt
 import numpy as np
+from scipy import stats
 
-from jaxdl import interpret
-from jaxdl.config import TrainConfig, doc
+from jaxdl import harness, interpret
+from jaxdl.config import TrainConfig, WeightInit, defaults, doc
 from jaxdl.data.tabular import load_breast_cancer, load_digits
 from jaxdl.errors import JaxdlError
+from jaxdl.eval.classification import make_evaluator
+from jaxdl.losses.classification import classification_loss
 from jaxdl.models.dense import mlp_apply, mlp_init
 from jaxdl.runs.run import write_json_atomic
-from jaxdl.train import supervised
+from jaxdl.train.epoch import shuffled_indices, take_rows
+from jaxdl.train.optim import make_optimizer
+from jaxdl.train.step import init_state
 
 METHODS = ("weight", "leave_one_out", "shapley", "integrated_grads", "gradient_x_input")
 
@@ -58,17 +67,13 @@ SMOKE_ARGS = ["--max-epochs", "2", "--digits-epochs", "1", "--explain", "3", "--
               "--shapley-samples", "8", "--ig-steps", "4", "--digits-per-class", "1", "--digits-samples", "4"]
 
 
-@dataclass
+@defaults(max_epochs=(60, "breast cancer"), lr=0.01, batch_size=64, optimizer="adam", ckpt_every=20)
 class Config(TrainConfig):
-    """Feature importance of an MLP: weights, leave-one-out, Shapley values, integrated gradients."""
+    """Feature importance of an MLP: weights, leave-one-out, Shapley values, integrated gradients.
+    --lr, --batch-size and --optimizer apply to both MLPs."""
 
     hidden: str = field(default="32", metadata=doc("hidden layer sizes of the breast-cancer MLP, comma-separated"))
-    max_epochs: int = field(default=60, metadata=doc("breast-cancer training epochs", gt=0))
-    lr: float = field(default=0.01, metadata=doc("Adam learning rate (both MLPs)", gt=0))
-    batch_size: int = field(default=64, metadata=doc("minibatch size (both MLPs)", gt=0))
-    optimizer: str = field(default="adam", metadata=doc("optimizer", choices=("sgd", "momentum", "adam")))
-    weight_init: str = field(default="xavier", metadata=doc("weight initialiser", choices=("normal", "xavier", "he")))
-    ckpt_every: int = field(default=20, metadata=doc("checkpoint every N epochs", gt=0))
+    weight_init: WeightInit = field(default="xavier", metadata=doc("weight initialiser"))
     explain: int = field(default=50, metadata=doc("test rows explained (the breast-cancer test split has 114)", gt=0))
     background: int = field(default=50, metadata=doc("training rows averaged over as the baseline (as shap's "
                                                      "independent masker)", gt=0))
@@ -116,8 +121,6 @@ def explain_rows(f, X_RxD, background_NxD, key, *, shapley_samples: int, ig_step
 
 def rank_correlations(importance: dict[str, np.ndarray]) -> dict:
     """Spearman's rho and Kendall's tau between every pair of methods' importance vectors."""
-    from scipy import stats
-
     names = list(importance)
     out = {"methods": names, "spearman": [], "kendall": []}
     for a in names:
@@ -140,11 +143,6 @@ def top_features_table(importance: dict[str, np.ndarray], names: tuple[str, ...]
 
 def plot_importance(importance: dict[str, np.ndarray], names, path: Path, *, top: int, title: str) -> None:
     """Grouped horizontal bars: the top features by Shapley value, each method scaled to its max."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     order = np.argsort(-importance["shapley"], kind="stable")[:top]
     methods = list(importance)
     height = 0.8 / len(methods)
@@ -165,11 +163,6 @@ def plot_importance(importance: dict[str, np.ndarray], names, path: Path, *, top
 
 def plot_digit_maps(maps: dict[str, np.ndarray], path: Path, *, title: str) -> None:
     """One row per method, one 8x8 panel per class; red raises log p(class), blue lowers it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     methods = list(maps)
     fig, axes = plt.subplots(len(methods), 10, figsize=(15, 1.7 * len(methods) + 0.8), squeeze=False)
     for row, m in enumerate(methods):
@@ -191,21 +184,17 @@ def plot_digit_maps(maps: dict[str, np.ndarray], path: Path, *, title: str) -> N
 # ---- the experiment -----------------------------------------------------------------------------
 
 
-def _train(cfg: Config, data, hidden, *, out: str, resume: str, max_epochs: int, experiment: str, hint: str):
-    """(run, FitResult, test scores of the final params) of an MLP trained on `data`."""
+def mlp_task(cfg: Config, data, hidden: tuple[int, ...], *, title: str, summary: dict) -> harness.Task:
+    """An MLP trained on `data` (cross-entropy), its test accuracy every epoch and at the end."""
     params = mlp_init(jax.random.key(cfg.seed), data.num_features, hidden, data.num_classes,
                       weight_init=cfg.weight_init)
-    sub_cfg = dataclasses.replace(cfg, out=out, resume=resume, max_epochs=max_epochs)
-    evaluate = supervised.make_evaluator(mlp_apply, {"test": (data.X_test, data.y_test)})
-    run, result = supervised.train(sub_cfg, experiment=experiment, params=params,
-                                   loss_fn=supervised.classification_loss(mlp_apply),
-                                   data={"X": data.X_train, "y": data.y_train}, evaluate_params=evaluate,
-                                   resume_hint=hint)
-    try:
-        return run, result, evaluate(jax.device_get(result.state.params))
-    except BaseException:
-        run.close()
-        raise
+    optimizer = make_optimizer(cfg.optimizer, cfg.lr)
+    evaluate = make_evaluator(mlp_apply, {"test": (data.X_test, data.y_test)})
+    return harness.Task(
+        state=init_state(params, optimizer), loss_fn=classification_loss(mlp_apply), optimizer=optimizer,
+        epoch=harness.Batches({"X": data.X_train, "y": data.y_train},
+                              partial(shuffled_indices, batch_size=cfg.batch_size), take_rows, cfg.batch_size),
+        evaluate=evaluate, report=lambda run, result: {**summary, **evaluate(result.params)}, title=title)
 
 
 def explain_breast_cancer(cfg: Config, params, data, key) -> dict:
@@ -265,69 +254,60 @@ def explain_digits(cfg: Config, params, data, key) -> dict:
             maps["shapley"][c] = shap_values[start:start + n].mean(0)
             maps["integrated_grads"][c] = ig_values[start:start + n].mean(0)
         start += n
-    from scipy import stats
-
     agreement = [float(stats.spearmanr(maps["shapley"][c], maps["integrated_grads"][c]).statistic)
                  for c in range(10) if counts[c]]
     return {"images_per_class": counts, "maps": {m: v.tolist() for m, v in maps.items()}, "_maps": maps,
             "shapley_vs_ig_spearman_per_class": agreement}
 
 
+def explain(cfg: Config, bc, digits, outcomes: dict[str, harness.Outcome], run) -> dict:
+    """Both explanations, their files, and the top run's summary."""
+    bc_scores, digits_scores = outcomes[""].summary, outcomes["digits"].summary
+    print(f"breast cancer: test accuracy {bc_scores['test_accuracy']:.4f}", flush=True)
+    print(f"digits: test accuracy {digits_scores['test_accuracy']:.4f}", flush=True)
+    key = jax.random.fold_in(jax.random.key(cfg.seed), 7)
+    print("explaining breast cancer ...", flush=True)
+    bc_out = explain_breast_cancer(cfg, outcomes[""].result.params, bc, jax.random.fold_in(key, 0))
+    importance = bc_out.pop("_importance")
+    names = bc.feature_names
+    correlations = rank_correlations(importance)
+    table = top_features_table(importance, names, cfg.top)
+    print(table, flush=True)
+    print("Spearman rank correlation between methods:")
+    for m, row in zip(correlations["methods"], correlations["spearman"]):
+        print(f"  {m:>17s} " + " ".join(f"{v:5.2f}" for v in row))
+    print("explaining digits ...", flush=True)
+    digits_out = explain_digits(cfg, outcomes["digits"].result.params, digits, jax.random.fold_in(key, 1))
+    maps = digits_out.pop("_maps")
+    top = {m: [names[i] for i in np.argsort(-v, kind="stable")[: cfg.top]] for m, v in importance.items()}
+    report = {"feature_names": list(names), "breast_cancer": {**bc_out, "top_features": top,
+                                                              "rank_correlation": correlations},
+              "digits": digits_out}
+    if run.is_writer:
+        write_json_atomic(run.dir / "importance.json", report)
+        (run.dir / "top_features.md").write_text(table)
+        plot_importance(importance, names, run.dir / "importance.png", top=min(15, len(names)),
+                        title=f"breast cancer MLP: what drives the log-odds of benign "
+                              f"({bc_out['rows_explained']} test rows)")
+        plot_digit_maps(maps, run.dir / "digits_heatmaps.png",
+                        title="digits MLP: mean attribution to log p(class) against a blank image "
+                              "(red raises it, blue lowers it)")
+    spearman = dict(zip(correlations["methods"], correlations["spearman"]))
+    return {**bc_scores, "digits_test_accuracy": digits_scores["test_accuracy"],
+            "top_feature_shapley": top["shapley"][0],
+            "spearman_shapley_vs": {m: spearman["shapley"][j] for j, m in enumerate(correlations["methods"])},
+            "shapley_max_efficiency_gap": bc_out["shapley_max_efficiency_gap"],
+            "shapley_mean_stderr": bc_out["shapley_mean_stderr"],
+            "digits_shapley_vs_ig_spearman_mean": float(np.mean(digits_out["shapley_vs_ig_spearman_per_class"]))}
+
+
 def main(cfg: Config):
-    bc = load_breast_cancer(split_seed=cfg.seed)
-    run, result, bc_scores = _train(cfg, bc, _sizes(cfg.hidden, "--hidden"), out=cfg.out, resume=cfg.resume,
-                                    max_epochs=cfg.max_epochs, experiment="interpret", hint="")
-    try:
-        params = jax.device_get(result.state.params)
-        print(f"breast cancer: test accuracy {bc_scores['test_accuracy']:.4f}", flush=True)
-
-        digits = load_digits(split_seed=cfg.seed)
-        sub = Path(run.dir) / "digits"
-        started = (sub / "config.json").is_file()
-        digits_run, digits_result, digits_scores = _train(
-            cfg, digits, _sizes(cfg.digits_hidden, "--digits-hidden"), out="" if started else str(sub),
-            resume=str(sub) if started else "", max_epochs=cfg.digits_epochs, experiment="interpret",
-            hint=f"python -m jaxdl exp interpret --resume {run.dir}")
-        digits_params = jax.device_get(digits_result.state.params)
-        supervised.finish(digits_run, digits_result, {"dataset": "digits", **digits_scores}, title="interpret: digits")
-        print(f"digits: test accuracy {digits_scores['test_accuracy']:.4f}", flush=True)
-
-        key = jax.random.fold_in(jax.random.key(cfg.seed), 7)
-        print("explaining breast cancer ...", flush=True)
-        bc_out = explain_breast_cancer(cfg, params, bc, jax.random.fold_in(key, 0))
-        importance = bc_out.pop("_importance")
-        names = bc.feature_names
-        correlations = rank_correlations(importance)
-        table = top_features_table(importance, names, cfg.top)
-        print(table, flush=True)
-        print("Spearman rank correlation between methods:")
-        for m, row in zip(correlations["methods"], correlations["spearman"]):
-            print(f"  {m:>17s} " + " ".join(f"{v:5.2f}" for v in row))
-        print("explaining digits ...", flush=True)
-        digits_out = explain_digits(cfg, digits_params, digits, jax.random.fold_in(key, 1))
-        maps = digits_out.pop("_maps")
-
-        top = {m: [names[i] for i in np.argsort(-v, kind="stable")[: cfg.top]] for m, v in importance.items()}
-        report = {"feature_names": list(names), "breast_cancer": {**bc_out, "top_features": top,
-                                                                  "rank_correlation": correlations},
-                  "digits": digits_out}
-        if run.is_writer:
-            write_json_atomic(run.dir / "importance.json", report)
-            (run.dir / "top_features.md").write_text(table)
-            plot_importance(importance, names, run.dir / "importance.png", top=min(15, len(names)),
-                            title=f"breast cancer MLP: what drives the log-odds of benign "
-                                  f"({bc_out['rows_explained']} test rows)")
-            plot_digit_maps(maps, run.dir / "digits_heatmaps.png",
-                            title="digits MLP: mean attribution to log p(class) against a blank image "
-                                  "(red raises it, blue lowers it)")
-        spearman = dict(zip(correlations["methods"], correlations["spearman"]))
-        summary = {**bc_scores, "digits_test_accuracy": digits_scores["test_accuracy"],
-                   "top_feature_shapley": top["shapley"][0],
-                   "spearman_shapley_vs": {m: spearman["shapley"][j] for j, m in enumerate(correlations["methods"])},
-                   "shapley_max_efficiency_gap": bc_out["shapley_max_efficiency_gap"],
-                   "shapley_mean_stderr": bc_out["shapley_mean_stderr"],
-                   "digits_shapley_vs_ig_spearman_mean": float(np.mean(digits_out["shapley_vs_ig_spearman_per_class"]))}
-    except BaseException:
-        run.close()
-        raise
-    return supervised.finish(run, result, summary, title="interpret: breast cancer")
+    bc, digits = load_breast_cancer(split_seed=cfg.seed), load_digits(split_seed=cfg.seed)
+    digits_cfg = dataclasses.replace(cfg, max_epochs=cfg.digits_epochs)
+    parts = {"": harness.Part(cfg, lambda: mlp_task(cfg, bc, _sizes(cfg.hidden, "--hidden"),
+                                                    title="interpret: breast cancer", summary={})),
+             "digits": harness.Part(digits_cfg, lambda: mlp_task(
+                 digits_cfg, digits, _sizes(cfg.digits_hidden, "--digits-hidden"), title="interpret: digits",
+                 summary={"dataset": "digits"}))}
+    return harness.run(cfg, "interpret", lambda: parts,
+                       combine=lambda run, outcomes: explain(cfg, bc, digits, outcomes, run))

@@ -14,19 +14,17 @@ Defaults are word2vec's and the book's: skip-gram, dim 100, window 5 (each centr
 its radius from 1..5), K = 5 negatives from count^0.75, min-count 10, subsampling
 t = 1e-4 with the book's keep probability min(1, sqrt(t/f)) (`--subsample word2vec` for
 word2vec.c's), batches of 1,024 pairs, 5 epochs (20 with `--corpus ptb`, see below).
-Training is plain SGD on the rows a batch touches (`jaxdl.train.sparse`; measured by
-`make bench`, workloads w2v_update_*: 2.7x faster per step than a dense optax.sgd step at
-PTB's V = 6,719, 13x at V = 50,000), with word2vec.c's/gensim's learning rate: 0.025 per
-pair (0.05 for CBOW), decaying linearly to 0.0001 over the run -- a per-pair rate, so the
-batch size does not change it.
+Training is plain SGD on the rows a batch touches (`jaxdl.train.sparse`; `make bench`
+compares it with a dense optax.sgd step, workloads w2v_update_*), with word2vec.c's/gensim's
+learning rate: 0.025 per pair (0.05 for CBOW), decaying linearly to 0.0001 over the run --
+a per-pair rate, so the batch size does not change it. It runs on one device: the
+row-sparse step is not data-parallel.
 
-Expect (real runs on the 2-core machine, see README):
-  * default: all 400 clustered words have their 5 nearest neighbours in their own cluster
-    (`cluster_recovery.recovered` 1.000; the target is >= 0.9), ~6 s.
-  * `--corpus ptb --similarity wordsim353.tsv`: WordSim-353 Spearman rho 0.359 after 20
-    epochs (217 of 353 pairs in the vocabulary; ~27 s), chip -> intel, microprocessor;
-    after 5 epochs only 0.11 (SGD at word2vec's learning rate needs more passes than the
-    book's Adam -- hence 20 epochs for PTB). gensim 4.4 at the same settings: 0.39 / 0.14.
+Expect (README: real runs): on the default corpus every clustered word has its nearest
+neighbours in its own cluster (`cluster_recovery.recovered`, target >= 0.9); on PTB with
+`--similarity wordsim353.tsv` a WordSim-353 Spearman rho near gensim's at the same settings
+after 20 epochs (SGD at word2vec's learning rate needs more passes than the book's Adam --
+hence 20 epochs for PTB).
 
 Writes to the run folder: vectors.txt (word2vec text format: gensim's
 `KeyedVectors.load_word2vec_format` loads it), vectors.npy (V-1, D) and vocab.txt
@@ -37,46 +35,44 @@ evaluations.
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import dataclass, field
 from functools import partial
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdl.config import TrainConfig, doc, to_dict
+from jaxdl import harness
+from jaxdl.config import TrainConfig, defaults, doc
 from jaxdl.data import text
 from jaxdl.errors import JaxdlError
 from jaxdl.eval import word_vectors as wv
 from jaxdl.losses import word2vec as w2v_losses
 from jaxdl.models import word2vec as w2v
-from jaxdl.parallel import select_devices
-from jaxdl.runs.plots import plot_curves
-from jaxdl.runs.run import Run
 from jaxdl.train.epoch import make_scan_epoch
-from jaxdl.train.loop import fit, median_seconds
 from jaxdl.train.sparse import linear_decay_by_progress, make_row_sparse_sgd_step, skip_inactive
 from jaxdl.train.step import TrainState
 
 # Flags that make a run take a few seconds; used by the generic smoke/determinism/resume tests.
 SMOKE_ARGS = ["--max-epochs", "2", "--dim", "16", "--synthetic-sentences", "600"]
 
-# SGD at word2vec's rate needs ~20 passes over PTB's 887k tokens (WordSim-353 rho 0.36; 0.11 after 5).
+# SGD at word2vec's per-example rate needs more passes over PTB than the book's Adam: 20.
 PTB = {"query": "chip,baby,beautiful", "max_epochs": 20}
-# With 421 word types every word of the synthetic corpus is "frequent": t = 1e-4 would keep
-# only ~19% of its tokens; word2vec.c's and gensim's default t = 1e-3 keeps ~50%.
+# With a few hundred word types every word of the synthetic corpus is "frequent": t = 1e-4
+# would drop most of its tokens; word2vec.c's and gensim's default t = 1e-3 keeps about half.
 SYNTHETIC = {"sample": 1e-3}
 # word2vec.c's CBOW learning rate. (word2vec.c also adds the whole gradient of h to every
 # context vector; here each gets the exact gradient of the mean, 1/n of it.)
 CBOW = {"lr": 0.05}
 
 
-@dataclass
+@defaults(max_epochs=(5, "the book; --corpus ptb: 20"),
+          lr=(0.025, "word2vec/gensim, per example; CBOW: 0.05"), batch_size=1024, ckpt_every=5)
 class Config(TrainConfig):
-    """word2vec: skip-gram or CBOW with negative sampling."""
+    """word2vec: skip-gram or CBOW with negative sampling. --batch-size counts examples (pairs
+    for skip-gram) per step; the learning rate is per example, so the batch does not change it."""
 
     corpus: str = field(default="synthetic", metadata=doc(
         "'synthetic' (embedded planted clusters), 'ptb' (the book's archive from --data-dir or the cache; "
@@ -84,7 +80,7 @@ class Config(TrainConfig):
     corpus_member: str = field(default="", metadata=doc("member of a zip corpus (default ptb/ptb.train.txt)"))
     data_dir: str = field(default="", metadata=doc("folder holding ptb.zip (default $JAXDL_DATA or ~/.cache/jaxdl)"))
     synthetic_sentences: int = field(default=6000, metadata=doc("sentences in the synthetic corpus", gt=0))
-    model: str = field(default="skipgram", metadata=doc("architecture", choices=("skipgram", "cbow")))
+    model: Literal["skipgram", "cbow"] = field(default="skipgram", metadata=doc("architecture"))
     dim: int = field(default=100, metadata=doc("vector size (the book: 100)", gt=0))
     window: int = field(default=5, metadata=doc("largest window radius; each centre draws 1..window (the book: 5)",
                                                  gt=0))
@@ -96,12 +92,8 @@ class Config(TrainConfig):
     subsample: str = field(default="book", metadata=doc(
         "keep probability: 'book' min(1, sqrt(t/f)) or 'word2vec' (word2vec.c/gensim) sqrt(t/f) + t/f",
         choices=text.SUBSAMPLE_FORMULAS))
-    max_epochs: int = field(default=5, metadata=doc("epochs (the book: 5; --corpus ptb: 20)", gt=0))
-    lr: float = field(default=0.025, metadata=doc(
-        "initial learning rate, per example (word2vec/gensim: 0.025 skip-gram, 0.05 CBOW)", gt=0))
     min_lr: float = field(default=0.0001, metadata=doc("final learning rate after linear decay (gensim: 0.0001)",
                                                        ge=0))
-    batch_size: int = field(default=1024, metadata=doc("examples (pairs for skip-gram) per step", gt=0))
     shuffle: str = field(default="streams", metadata=doc(
         "example order: 'streams' (each batch slot walks its own 1/B of the corpus) or 'random' "
         "(a fresh permutation of the centres)", choices=text.SHUFFLES))
@@ -110,7 +102,6 @@ class Config(TrainConfig):
     top_k: int = field(default=5, metadata=doc("neighbours per query word", gt=0))
     similarity: str = field(default="", metadata=doc("word-pair similarity file (WordSim-353, SimLex-999) for rho"))
     analogies: str = field(default="", metadata=doc("analogy questions file (questions-words.txt) for 3CosAdd"))
-    ckpt_every: int = field(default=5, metadata=doc("checkpoint every N epochs", gt=0))
 
     PRESETS: ClassVar = {"corpus": {"ptb": PTB, "synthetic": SYNTHETIC}, "model": {"cbow": CBOW}}
 
@@ -156,14 +147,17 @@ def with_epoch_stats(train_step):
 
 @dataclass
 class Word2Vec:
-    """Everything a run trains from: corpus statistics, the epoch function, fresh params."""
+    """Everything a run trains from: corpus statistics, the step and its batches, fresh params."""
 
     vocab: text.Vocab
     corpus: text.Corpus
     steps_per_epoch: int
     capacity: int
-    epoch_fn: object  # (state, key) -> (state, epoch metrics)
+    epoch_fn: object  # (state, key) -> (state, epoch metrics): the jitted epoch on the default device
     init_params: object  # key -> params
+    train_step: object  # the row-sparse SGD step (state, batch, key) -> (state, metrics)
+    make_batches: object  # (data, key) -> the epoch's batches
+    data: dict  # the encoded corpus and keep probabilities, on the default device
 
 
 def build(cfg: Config, sentences) -> Word2Vec:
@@ -194,7 +188,8 @@ def build(cfg: Config, sentences) -> Word2Vec:
         state, metrics = run_epoch(state, data, key)
         return state, summarize(metrics)
 
-    return Word2Vec(vocab, corpus, S, capacity, epoch_fn, lambda key: w2v.init(key, len(vocab), cfg.dim))
+    return Word2Vec(vocab, corpus, S, capacity, epoch_fn, lambda key: w2v.init(key, len(vocab), cfg.dim), step,
+                    make_batches, data)
 
 
 def default_queries(vocab: text.Vocab, cluster_of) -> list[str]:
@@ -215,57 +210,43 @@ def evaluate_vectors(cfg: Config, words, vectors, *, cluster_of, similarity_pair
     return out
 
 
-def _train(cfg: Config) -> Run:
-    # Read every input first, so bad input fails before anything trains.
-    sentences, cluster_of = load_sentences(cfg)
-    similarity_pairs = wv.read_similarity_pairs(cfg.similarity) if cfg.similarity else None
-    analogies = wv.read_analogies(cfg.analogies) if cfg.analogies else None
+def task(cfg: Config, sentences, cluster_of, similarity_pairs, analogies) -> harness.Task:
+    """Train on one device (the row-sparse step is not data-parallel); evaluate the centre
+    vectors on the planted clusters or the similarity pairs after each epoch."""
     model = build(cfg, sentences)
-    vocab, corpus = model.vocab, model.corpus
+    vocab = model.vocab
     words = list(vocab.words[1:])  # row i of the saved vectors is words[i]; <unk> has none
     queries = cfg.queries() or default_queries(vocab, cluster_of)
     missing = [q for q in queries if q not in vocab and q.lower() not in vocab]
     if missing:
         print(f"warning: not in the vocabulary, no neighbours shown: {', '.join(missing)}", file=sys.stderr)
 
-    key = jax.random.key(cfg.seed)
-    run = Run.open("word2vec", to_dict(cfg), out=cfg.out, resume=cfg.resume)
-    try:
-        state = TrainState(model.init_params(jax.random.fold_in(key, 0)), optax.EmptyState(), jnp.zeros((), jnp.int32))
+    def evaluate(params) -> dict:
+        found = evaluate_vectors(cfg, words, np.asarray(params["W_in"])[1:], cluster_of=cluster_of,
+                                 similarity_pairs=similarity_pairs, analogies=None)
+        flat = {}
+        if "cluster_recovery" in found:
+            flat["cluster_recovered"] = found["cluster_recovery"]["recovered"]
+        if "similarity" in found:
+            flat["similarity_spearman"] = found["similarity"]["spearman"]
+        return flat
 
-        def evaluate(state) -> dict:
-            vectors = np.asarray(state.params["W_in"])[1:]
-            found = evaluate_vectors(cfg, words, vectors, cluster_of=cluster_of, similarity_pairs=similarity_pairs,
-                                     analogies=None)
-            flat = {}
-            if "cluster_recovery" in found:
-                flat["cluster_recovered"] = found["cluster_recovery"]["recovered"]
-            if "similarity" in found:
-                flat["similarity_spearman"] = found["similarity"]["spearman"]
-            return flat
+    def report(run, result: harness.Result) -> dict:
+        evaluations = evaluate_vectors(cfg, words, np.asarray(result.params["W_in"])[1:], cluster_of=cluster_of,
+                                       similarity_pairs=similarity_pairs, analogies=analogies)
+        summary = write_outputs(run, cfg, vocab, model.corpus, result.params, result, evaluations, queries, model)
+        print_report(summary)
+        return summary
 
-        t0 = time.perf_counter()
-        result = fit(run=run, state=state, epoch_fn=model.epoch_fn, key=jax.random.fold_in(key, 1),
-                     max_epochs=cfg.max_epochs, ckpt_every=cfg.ckpt_every,
-                     evaluate=evaluate if (cluster_of is not None or similarity_pairs is not None) else None,
-                     progress=cfg.progress, resume_hint=f"python -m jaxdl exp word2vec --resume {run.dir}")
-        wall = time.perf_counter() - t0
-        params = jax.device_get(result.state.params)
-        vectors = np.asarray(params["W_in"])[1:]
-        summary = write_outputs(run, cfg, vocab, corpus, params, result, wall,
-                                evaluate_vectors(cfg, words, vectors, cluster_of=cluster_of,
-                                                 similarity_pairs=similarity_pairs, analogies=analogies),
-                                queries, model)
-    except BaseException:
-        run.close()
-        raise
-    print_report(summary)
-    run.close()
-    return run
+    state = TrainState(model.init_params(jax.random.fold_in(jax.random.key(cfg.seed), 0)), optax.EmptyState(),
+                       jnp.zeros((), jnp.int32))
+    return harness.Task(state=state, train_step=model.train_step, epoch=harness.Batches(model.data, model.make_batches),
+                        summarize=summarize_epoch, report=report, title=f"word2vec {cfg.model} on {cfg.corpus}",
+                        evaluate=evaluate if (cluster_of is not None or similarity_pairs is not None) else None)
 
 
-def write_outputs(run: Run, cfg: Config, vocab, corpus, params, result, wall: float, evaluations: dict,
-                  queries, model: Word2Vec) -> dict:
+def write_outputs(run, cfg: Config, vocab, corpus, params, result: harness.Result, evaluations: dict, queries,
+                  model: Word2Vec) -> dict:
     words = list(vocab.words[1:])
     vectors = np.asarray(params["W_in"])[1:]
     neighbours, _ = wv.nearest_neighbours(words, vectors, queries, k=cfg.top_k)
@@ -273,7 +254,7 @@ def write_outputs(run: Run, cfg: Config, vocab, corpus, params, result, wall: fl
     train_seconds = float(sum(result.epoch_seconds))
     last = result.records[-1] if result.records else {}
     summary = {
-        "finished": True, "epochs": result.epochs_done, "model": cfg.model, "corpus": cfg.corpus,
+        "model": cfg.model, "corpus": cfg.corpus,
         "train_tokens": corpus.raw_tokens, "in_vocabulary_tokens": int(len(corpus.tokens)),
         "vocab_size": len(vocab), "words_with_vectors": len(words), "unk_tokens": int(vocab.counts[0]),
         "kept_tokens_last_epoch": last.get("train_kept_tokens"), "examples_last_epoch": last.get("train_examples"),
@@ -281,8 +262,9 @@ def write_outputs(run: Run, cfg: Config, vocab, corpus, params, result, wall: fl
         "words_per_second": corpus.raw_tokens * trained / train_seconds if train_seconds else None,
         "examples_per_second": (sum(r.get("train_examples", 0) for r in result.records[-trained:]) / train_seconds
                                 if train_seconds and trained else None),
-        "train_seconds": train_seconds, "median_epoch_seconds": median_seconds(result.epoch_seconds),
-        "wall_seconds": wall, "final_loss": last.get("train_loss"),
+        "train_seconds": train_seconds,
+        "median_epoch_seconds": float(np.median(result.epoch_seconds)) if result.epoch_seconds else None,
+        "wall_seconds": result.train_seconds, "final_loss": last.get("train_loss"),
         "neighbours": {q: [[w, round(c, 4)] for w, c in nn] for q, nn in neighbours.items()},
         **evaluations,
     }
@@ -291,8 +273,6 @@ def write_outputs(run: Run, cfg: Config, vocab, corpus, params, result, wall: fl
         np.save(run.dir / "vectors.npy", vectors)
         np.save(run.dir / "context_vectors.npy", np.asarray(params["W_out"])[1:])
         (run.dir / "vocab.txt").write_text("".join(f"{w} {c}\n" for w, c in zip(words, vocab.counts[1:].tolist())))
-        plot_curves(run.metrics(), run.dir / "curves.png", title=f"word2vec {cfg.model} on {cfg.corpus}")
-    run.write_summary(summary)
     return summary
 
 
@@ -313,14 +293,9 @@ def print_report(summary: dict) -> None:
         print(f"analogies (3CosAdd): accuracy {a['accuracy']:.3f} on {a['covered']} of {a['questions']} questions")
 
 
-def main(cfg: Config) -> Run:
-    """Train on one device: the first of --devices (the row-sparse step is not data-parallel)."""
-    if jax.process_count() > 1:
-        raise JaxdlError("word2vec runs in one process (its row-sparse step is not data-parallel); "
-                         "run it without `launch`")
-    devices = select_devices(cfg.devices)
-    if len(devices) > 1:
-        print(f"notice: word2vec trains on one device (its row-sparse step is not data-parallel): {devices[0]}",
-              file=sys.stderr)
-    with jax.default_device(devices[0]):
-        return _train(cfg)
+def main(cfg: Config):
+    # Read every input first, so bad input fails before anything trains.
+    sentences, cluster_of = load_sentences(cfg)
+    similarity_pairs = wv.read_similarity_pairs(cfg.similarity) if cfg.similarity else None
+    analogies = wv.read_analogies(cfg.analogies) if cfg.analogies else None
+    return harness.run(cfg, "word2vec", lambda: task(cfg, sentences, cluster_of, similarity_pairs, analogies))

@@ -118,6 +118,7 @@ class KGEOptions:
 
 
 Dataset = Literal["digits", "breast_cancer", "fashion_mnist"]  # jaxdl.data.classification.DATASETS
+WeightInit = Literal["normal", "xavier", "he"]  # jaxdl.models.init
 
 
 @dataclass
@@ -128,7 +129,7 @@ class ClassifierOptions:
     data_dir: str = field(default="", metadata=doc("folder with the Fashion-MNIST IDX files (else cache/download)"))
     loss: Literal["ce", "mse"] = field(default="ce", metadata=doc("cross-entropy or squared loss on one-hot targets"))
     sigma: float = field(default=0.01, metadata=doc("weight init N(0, sigma^2) (the book: 0.01)", ge=0))
-    weight_init: Literal["normal", "xavier", "he"] = field(default="normal", metadata=doc("weight initialiser"))
+    weight_init: WeightInit = field(default="normal", metadata=doc("weight initialiser"))
 
     # With --dataset fashion_mnist the book's settings apply (D2L's softmax regression and MLP).
     PRESETS: ClassVar = {"dataset": {"fashion_mnist": {"lr": 0.1, "batch_size": 256, "max_epochs": 10}}}

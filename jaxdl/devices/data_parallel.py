@@ -167,13 +167,13 @@ def data_parallel(train_step, make_batches, data, *, layout: Layout, batch_size:
       load_batch: optional `load_batch(data, spec_b) -> batch`, run inside each step on the
         device's own columns of the spec (so a device gathers only its own rows).
     """
-    steps, global_batch = batch_shape(make_batches, data)
+    if layout.mode == "single":  # any batch layout: the plain jitted scan over the leading axis
+        return _single(train_step, make_batches, data, layout, load_batch)
+    _, global_batch = batch_shape(make_batches, data)
     if batch_size is not None and batch_size != global_batch:
         raise JaxdlError(f"make_batches draws batches of {global_batch}, the config says {batch_size}")
     check_divisible(global_batch, len(layout.devices))
-    if layout.mode == "single":
-        placed = _single(train_step, make_batches, data, layout, load_batch)
-    elif layout.mode == "pmap":
+    if layout.mode == "pmap":
         placed = _pmap(train_step, make_batches, data, layout, global_batch // len(layout.devices), load_batch)
     else:
         placed = _shard_map(train_step, make_batches, data, layout, load_batch)

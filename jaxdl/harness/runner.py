@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,7 +58,8 @@ def place(task: Task, layout: devices.Layout) -> devices.Placed:
                                        layout=layout)
     if task.train_step is not None:  # a step of the experiment's own: not data-parallel
         if len(layout.devices) > 1:
-            print(f"notice: this step trains on one device: {layout.devices[0]}", flush=True)
+            print(f"notice: this experiment's step is not data-parallel; it trains on {layout.devices[0]}",
+                  file=sys.stderr)
         layout, step = layout.first_only(), task.train_step
     else:
         step = make_train_step(task.loss_fn, task.optimizer, **layout.step_reduction)
