@@ -26,7 +26,7 @@ verify: $(STAMP)
 	$(PY) -m jaxdl verify $(ARGS)
 
 bench: $(STAMP)
-	$(PY) -m jaxdl bench $(ARGS)
+	$(PY) -m benchmarks $(ARGS)
 
 ps: $(STAMP)
 	$(PY) -m jaxdl ps $(ARGS)

@@ -1,8 +1,8 @@
-"""`python -m jaxdl bench [--quick] [--out DIR] [--only NAME,..] [--threads N]` (`make bench`).
+"""`python -m benchmarks [--quick] [--out DIR] [--only NAME,..] [--threads N]` (`make bench`).
 
 Pins the CPU threads of XLA and of every peer framework to the same count, measures the
 float32 matmul peak (GFLOP/s of `jnp.dot` on a large square product), runs every workload
-of the registry (`jaxdl/bench/workloads_*.py`), adds each dense workload's fraction of that
+of the registry (`benchmarks/workloads_*.py`), adds each dense workload's fraction of that
 peak, prints one table and writes `bench.json` (+ `bench.png`) to the run folder
 (default runs/bench/<timestamp>), whose path is the last line printed. A workload that
 fails is recorded with its error and the run goes on; the exit code is then 1.
@@ -16,10 +16,22 @@ import time
 import traceback
 from pathlib import Path
 
-from jaxdl.bench.registry import BenchContext, Workload, discover
-from jaxdl.errors import JaxdlError
+import jax
+import jax.numpy as jnp
+import jaxlib
+import matplotlib
+import matplotlib.patches
+import matplotlib.pyplot as plt
+from rich.console import Console
+from rich.table import Table
 
-SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+from benchmarks.peers import import_torch, pin_xla_threads
+from benchmarks.registry import BenchContext, Workload, discover
+from benchmarks.timing import time_call
+from jaxdl.errors import JaxdlError
+from jaxdl.runs.run import Run, write_json_atomic
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the checkout
 PEAK_N = {"full": 2048, "quick": 512}  # side of the square matmul that measures the peak
 
 
@@ -29,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = _Parser(prog="python -m jaxdl bench", description=__doc__.split("\n\n")[1])
+    parser = _Parser(prog="python -m benchmarks", description=__doc__.split("\n\n")[1])
     parser.add_argument("--quick", action="store_true", help="every workload briefly (the test suite's smoke run)")
     parser.add_argument("--out", default="", help="run folder (default runs/bench/<timestamp>)")
     parser.add_argument("--only", default="", help="comma-separated workload names or groups (default: all)")
@@ -59,11 +71,6 @@ def measure_peak(quick: bool) -> dict:
     `peak_gflops` is taken from the fast end of the repeats (p10 time): the most this
     machine was seen to deliver, so that `peak_fraction` is never flattered by a moment
     when other processes slowed the peak measurement down; the median is kept beside it."""
-    import jax
-    import jax.numpy as jnp
-
-    from jaxdl.bench.timing import time_call
-
     n = PEAK_N["quick" if quick else "full"]
     ka, kb = jax.random.split(jax.random.key(0))
     A, B = jax.random.normal(ka, (n, n), jnp.float32), jax.random.normal(kb, (n, n), jnp.float32)
@@ -88,9 +95,6 @@ def measure_torch_peak(torch, n: int) -> float:
 
 
 def machine_info() -> dict:
-    import jax
-    import jaxlib
-
     cpu = platform.processor()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -158,8 +162,6 @@ def fmt_x(x) -> str:
 
 
 def render_table(records: list[dict], peak: dict, threads: int, pinned: bool):
-    from rich.table import Table
-
     table = Table(title=f"jaxdl bench: {threads} CPU thread(s) for XLA and peers"
                         f"{'' if pinned else ' (XLA unpinned: backend already started)'}; "
                         f"float32 matmul peak {peak['peak_gflops']:.0f} GFLOP/s (n={peak['peak_matmul_n']})",
@@ -192,12 +194,7 @@ def render_table(records: list[dict], peak: dict, threads: int, pinned: bool):
 
 def plot(records: list[dict], path: Path) -> None:
     """Log-scale bars per workload: eager, jit, loop and peers (milliseconds)."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.patches
-    import matplotlib.pyplot as plt
-
     rows = [r for r in records if "error" not in r and "skipped" not in r and r.get("jit_ms")]
     if not rows:
         return
@@ -230,14 +227,7 @@ def plot(records: list[dict], path: Path) -> None:
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     workloads = select(discover(), args.only)
-
-    from jaxdl.bench.peers import import_torch, pin_xla_threads
-
     pinned = pin_xla_threads(args.threads)  # before anything starts XLA's CPU client
-    from rich.console import Console
-
-    from jaxdl.runs.run import Run, write_json_atomic
-
     console = Console()
     if not console.is_terminal:  # piped or captured: don't squeeze the table into 80 columns
         console = Console(width=160)

@@ -5,16 +5,17 @@ missing a workload records a note and skips its peer columns, never fails.
 """
 from __future__ import annotations
 
+import importlib
 import os
 
-from jaxdl.bench.registry import BenchContext
+from jax._src import xla_bridge  # backends_are_initialized has no public spelling
+
+from benchmarks.registry import BenchContext
 
 
 def import_peer(ctx: BenchContext, module: str, skipped: str):
     """The peer library `module`, or None with one note in `ctx.notes` (saying which
     figures are `skipped`) when it is not installed."""
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError:
@@ -39,8 +40,6 @@ def pin_xla_threads(threads: int) -> bool:
     """Ask XLA's CPU client for `threads` intra-op threads (the PJRT_NPROC environment
     variable, read when the CPU backend starts). True if it will take effect, False when
     the backend has already started in this process (then the count is what it was)."""
-    from jax._src import xla_bridge  # backends_are_initialized has no public spelling
-
     if xla_bridge.backends_are_initialized():
         return os.environ.get("PJRT_NPROC") == str(threads)
     os.environ["PJRT_NPROC"] = str(threads)

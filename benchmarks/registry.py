@@ -1,6 +1,6 @@
 """Benchmark workloads, registered per room.
 
-Each room adds a module `jaxdl/bench/workloads_<room>.py` exposing
+Each room adds a module `benchmarks/workloads_<room>.py` exposing
 `workloads() -> list[Workload]`; `discover()` imports every such module. A workload's
 `run(ctx)` returns one record (a dict) for bench.json: at least `name`; timings in
 milliseconds named `<what>_ms` (`eager_ms`, `jit_ms`, `compile_ms`, `scan_ms`, `loop_ms`,
@@ -14,6 +14,8 @@ import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import benchmarks
 
 
 @dataclass
@@ -37,14 +39,12 @@ def discover() -> list[Workload]:
     """Every room's workloads, rooms in name order. A room whose module fails to import
     (or whose `workloads()` raises) appears as one workload named after the room that
     raises that error when run, so the other rooms still run and the failure is recorded."""
-    import jaxdl.bench as pkg
-
     found: list[Workload] = []
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+    for info in sorted(pkgutil.iter_modules(benchmarks.__path__), key=lambda m: m.name):
         if info.name.startswith("workloads_"):
             room = info.name[len("workloads_"):]
             try:
-                found.extend(importlib.import_module(f"jaxdl.bench.{info.name}").workloads())
+                found.extend(importlib.import_module(f"benchmarks.{info.name}").workloads())
             except Exception as e:  # noqa: BLE001 -- reported as that room's failure
                 found.append(Workload(f"{room} (import)", _raiser(e), group=room))
     return found

@@ -37,9 +37,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdl.bench.peers import import_torch
-from jaxdl.bench.registry import BenchContext, Workload
-from jaxdl.bench.timing import time_call
+from benchmarks.peers import import_torch
+from benchmarks.registry import BenchContext, Workload
+from benchmarks.timing import time_call
+from jaxdl import matcalc
+from jaxdl.cli import load_experiment
+from jaxdl.data.synthetic import linreg_data
 from jaxdl.models import dense
 from jaxdl.train import epoch as ep
 from jaxdl.train.optim import sgd
@@ -53,7 +56,8 @@ EPOCH_EXAMPLES = 60_000  # Fashion-MNIST's training set size
 
 
 def target(what: str, value: float | None, limit: float, *, at_most: bool = True) -> dict:
-    """One of the issue's targets: `value` against `limit` (None when not measured, e.g. no peer)."""
+    """A performance target the record is checked against: `value` against `limit` (None when
+    not measured, e.g. no peer)."""
     met = None if value is None else (value <= limit if at_most else value >= limit)
     return {"target": what, "value": value, "limit": limit, "met": met}
 
@@ -124,10 +128,7 @@ def classification_data(key, n: int, num_inputs: int, num_classes: int):
 
 def run_linreg_step(ctx: BenchContext) -> dict:
     """The book's linear regression step: 2 features, batch 10, lr 0.03 (D2L 3.4)."""
-    from experiments.linreg import loss_fn  # the experiment's own loss
-
-    from jaxdl.data.synthetic import linreg_data
-
+    loss_fn = load_experiment("linreg").loss_fn  # the experiment's own loss
     B, D, lr = 10, 2, 0.03
     k_data, k_init = jax.random.split(jax.random.key(SEED))
     X, y = linreg_data(k_data, B)
@@ -288,6 +289,7 @@ def _torch_epochs(ctx: BenchContext, record: dict, data: dict, *, repeats: int) 
     if torch is None:
         record["peer_note"] = "torch not installed"
         return
+    # deferred: torch is optional, only installed by `make peers`
     from torch.utils.data import DataLoader, TensorDataset
 
     c = FASHION
@@ -328,11 +330,6 @@ def run_matcalc_jacobian(ctx: BenchContext) -> dict:
     """`matcalc.jacobian` of X -> X^-1 (n x n, numerator layout: the n^2 x n^2 matrix
     d vec(X^-1) / d vec(X)^T = -(X^-T kron X^-1)), eager vs jitted; PyTorch's
     `torch.func.jacfwd(torch.linalg.inv)` beside it."""
-    try:
-        from jaxdl import matcalc
-    except ImportError as e:
-        ctx.notes.append(f"matcalc_jacobian: jaxdl.matcalc not importable ({e}); skipped")
-        return {"name": "matcalc_jacobian", "skipped": "jaxdl.matcalc not available"}
     n = 8 if ctx.quick else 32
     X = jnp.eye(n) * np.sqrt(n) + jax.random.normal(jax.random.key(SEED), (n, n))
 

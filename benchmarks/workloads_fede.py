@@ -17,7 +17,7 @@ Both sides run the library's own pieces with the fede experiment's defaults (Tra
                  clients, local epochs and batches, one jitted train step per batch.
   Compilation is excluded everywhere (warm-up); the four are timed interleaved, one call
   of each in turn, so a noisy neighbour slows them alike.
-  speedup_vs_loop        loop_round_ms / vmap_round_ms (the issue's target: >= 2);
+  speedup_vs_loop        loop_round_ms / vmap_round_ms (target: >= 2);
   speedup_vs_loop_steps  loop_steps_round_ms / vmap_round_ms.
   (In the harness table: jit = vmap_round_ms, loop = loop_steps_round_ms.)
   padding_waste  the share of the vmapped round's steps spent on padding (1 - mean/max
@@ -31,7 +31,7 @@ no padded work at all, and neither does the packed round. Vmapping removes per-c
 dispatch, not arithmetic: where a client's local training is long and compute-bound on a
 CPU (UMLS, dim 50: ~0.6 ms per step) the packed round beats the per-client jitted loop
 only ~1.4x and the loop of jitted steps ~2.4x; the padded round pays for its padding.
-Measured in one run of `python -m jaxdl bench --only fede` (UMLS, 2 CPU cores, load ~1.9,
+Measured in one run of `python -m benchmarks --only fede` (UMLS, 2 CPU cores, load ~1.9,
 20 interleaved rounds): packed 28.9 ms, padded 41.5 ms, loop 41.1 ms, loop of steps
 68.1 ms. Where clients are small (quick
 mode) dispatch dominates and the vmapped round wins by ~6-10x (there the padded
@@ -46,9 +46,17 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
-from jaxdl.bench.registry import BenchContext, Workload
-from jaxdl.bench.timing import time_once
+from benchmarks.registry import BenchContext, Workload
+from benchmarks.timing import time_once
+from jaxdl.data import federated as fd
+from jaxdl.data.kg import load_kg, synthetic_kg
+from jaxdl.data.randomness import prefix_shuffle
+from jaxdl.losses.kge import make_loss_fn
+from jaxdl.models.kge import KGEModel
+from jaxdl.train import federated as fed
+from jaxdl.train.step import make_train_step
 
 NUM_CLIENTS = 10
 FULL = {"dim": 50, "gamma": 9.0, "neg": 16, "lr": 0.01, "batch_size": 256, "local_epochs": 3}
@@ -57,8 +65,6 @@ GRID12 = ((1, 0), (0, 1), (1, 1), (1, -1), (2, 0), (0, 2), (2, 1), (-1, 2), (2, 
 
 
 def _graph(ctx: BenchContext):
-    from jaxdl.data.kg import load_kg, synthetic_kg
-
     umls = ctx.shared_data / "kg" / "umls" if ctx.shared_data is not None else None
     if not ctx.quick and umls is not None and umls.is_dir():
         return load_kg(umls), "umls"
@@ -69,15 +75,6 @@ def _graph(ctx: BenchContext):
 def build(kg, settings: dict, num_clients: int = NUM_CLIENTS, seed: int = 0):
     """(vmapped round, looped round, step-looped round, server table, split): rounds map
     (server_entity, key) -> the server's table after one round from the initial clients."""
-    import optax
-
-    from jaxdl.data import federated as fd
-    from jaxdl.data.randomness import prefix_shuffle
-    from jaxdl.losses.kge import make_loss_fn
-    from jaxdl.models.kge import KGEModel
-    from jaxdl.train import federated as fed
-    from jaxdl.train.step import make_train_step
-
     split = fd.split_by_relation(kg, num_clients, seed=seed)
     stack = fd.stack_clients(split)
     model = KGEModel("transe", dim=settings["dim"], gamma=settings["gamma"])

@@ -1,7 +1,7 @@
 """Knowledge-graph embedding: epoch time and test MRR, jaxdl beside PyKEEN.
 
-The issue's settings, for both frameworks: TransE (L1), dim 50, Adam lr 0.01, batch 256,
-100 epochs, self-adversarial negative sampling loss with margin gamma = 9 and
+PyKEEN's comparison settings, for both frameworks: TransE (L1), dim 50, Adam lr 0.01,
+batch 256, 100 epochs, self-adversarial negative sampling loss with margin gamma = 9 and
 temperature alpha = 1, 16 negatives per positive (head or tail corrupted), test MRR
 filtered with train + valid + test, ties ranked by the mean of the optimistic and the
 pessimistic rank (PyKEEN's 'realistic' rank).
@@ -10,20 +10,21 @@ pessimistic rank (PyKEEN's 'realistic' rank).
          `make exp NAME=transe ARGS="--data DIR --entity-norm C"` (early stopping on
          validation MRR, test metrics at the best validation epoch; `test_mrr_last_epoch`
          at epoch 100, PyKEEN's protocol). The entity constraint C (none, ball, sphere: not
-         one of the issue's settings) is chosen per graph by validation MRR, the mean over
+         one of the comparison settings) is chosen per graph by validation MRR, the mean over
          the seeds: every constraint is trained, the test set is read only for the chosen
          one's figures (`entity_norm`; every constraint's validation and test MRR are kept
          in `valid_mrr_by_entity_norm` / `test_mrr_by_entity_norm` for the record);
          `epoch_ms` is the loop's median wall time per training epoch (evaluation excluded),
-         `jit_ms` the chosen configuration's jitted scan epoch alone, timed with `time_call`.
+         `jit_ms` the chosen configuration's jitted scan epoch alone (`run_epoch` of
+         `transe.build(...)`), timed with `time_call`.
   PyKEEN 1.11.1: `SLCWATrainingLoop` with `TransE`, `NSSALoss` and the basic negative
          sampler, `peer_pykeen_ms` its median epoch wall time from a `post_epoch` callback.
   Seeds 0, 1, 2 for both, alternating jaxdl and PyKEEN; accuracies are means over the
   seeds (per-seed lists in the record), epoch times medians.
          PyKEEN calls `gc.collect()` after every epoch (90% of its stock epoch time on these
-         small graphs); as in the issue's figures it is disabled for the peer run, by
-         replacing the `gc` name inside `pykeen.training.training_loop` with a no-op for the
-         duration of the run, in this benchmark process only. Its test MRR is at epoch 100.
+         small graphs); as in the reference figures (`REFERENCE_PYKEEN`) it is disabled for
+         the peer run, by replacing the `gc` name inside `pykeen.training.training_loop` with
+         a no-op for the duration of the run, in this benchmark process only. Its test MRR is at epoch 100.
 
 Both see the same CPU threads (ctx.threads). Graphs: ../shared/data/kg/{nations,umls}
 (benchmark only). Quick mode times the jitted epoch on a 4x4 synthetic grid (seconds).
@@ -38,21 +39,29 @@ import time
 import types
 from pathlib import Path
 
-from jaxdl.bench.registry import Workload
+import jax
+
+from benchmarks.peers import import_torch
+from benchmarks.registry import Workload
+from benchmarks.timing import time_call
+from jaxdl.cli import load_experiment
+from jaxdl.config import parse_config
+from jaxdl.data.kg import KG, synthetic_kg
+from jaxdl.models.kge import ENTITY_CONSTRAINTS
+from jaxdl.train.step import init_state
 
 SETTINGS = {"dim": 50, "lr": 0.01, "batch_size": 256, "max_epochs": 100, "gamma": 9.0,
             "adversarial_temperature": 1.0, "neg": 16}
-# The issue's PyKEEN 1.11.1 figures (gc.collect removed), for reference in the record.
-ISSUE_PYKEEN = {"nations": {"epoch_ms": 45.0, "test_mrr": 0.445, "test_hits@10": 0.973},
-                "umls": {"epoch_ms": 93.0, "test_mrr": 0.753, "test_hits@10": 0.993}}
+# Reference PyKEEN 1.11.1 figures at these settings (gc.collect removed), kept in the record for
+# comparison (as `issue_pykeen`, the key earlier bench.json files use).
+REFERENCE_PYKEEN = {"nations": {"epoch_ms": 45.0, "test_mrr": 0.445, "test_hits@10": 0.973},
+                    "umls": {"epoch_ms": 93.0, "test_mrr": 0.753, "test_hits@10": 0.993}}
 
 
 def run_jaxdl(data_dir: str, *, seed: int = 0, entity_norm: str | None = None) -> dict:
     """Train with experiments/transe.py and return its summary. `entity_norm`: the entity
     constraint (default: the experiment's)."""
-    from experiments import transe
-    from jaxdl.config import parse_config
-
+    transe = load_experiment("transe")
     args = ["--seed", str(seed), "--no-progress"]
     if entity_norm:
         args += ["--entity-norm", entity_norm]
@@ -64,10 +73,25 @@ def run_jaxdl(data_dir: str, *, seed: int = 0, entity_norm: str | None = None) -
         return json.loads((Path(run.dir) / "summary.json").read_text())
 
 
+def time_jitted_epoch(cfg, *, kg: KG | None = None, repeats: int = 20) -> dict:
+    """The experiment's jitted training epoch alone (`run_epoch` of `transe.build(cfg, kg)`,
+    the state carried from call to call), timed with `time_call`: median ms and spread."""
+    setup = load_experiment("transe").build(cfg, kg)
+    state = init_state(setup.params, setup.optimizer)
+    keys = iter(jax.random.split(jax.random.key(cfg.seed), 10_000))
+
+    def one_epoch():
+        nonlocal state
+        state, metrics = setup.run_epoch(state, setup.data, next(keys))
+        return metrics
+
+    return time_call(one_epoch, warmup=2, repeats=repeats)
+
+
 @contextlib.contextmanager
 def _pykeen_without_epoch_gc():
     """Within the block, PyKEEN's training loop sees a `gc` whose collect() does nothing."""
-    from pykeen.training import training_loop
+    from pykeen.training import training_loop  # deferred: pykeen is optional, only installed by `make peers`
 
     original = training_loop.gc
     training_loop.gc = types.SimpleNamespace(collect=lambda *a, **k: 0)
@@ -79,6 +103,7 @@ def _pykeen_without_epoch_gc():
 
 def run_pykeen(data_dir: str, *, seed: int = 0, epochs: int = 100, threads: int | None = None) -> dict:
     """TransE in PyKEEN with the same settings; epoch times from a post_epoch callback."""
+    # deferred: torch and pykeen are optional, only installed by `make peers`
     import torch
     from pykeen.evaluation import RankBasedEvaluator
     from pykeen.losses import NSSALoss
@@ -135,12 +160,9 @@ def _graph_workload(name: str):
             if name != "nations":
                 record["skipped"] = "quick mode: kge_transe_nations covers the code path"
                 return record
-            from experiments import transe
-            from jaxdl.config import parse_config
-            from jaxdl.data.kg import synthetic_kg
-
+            transe = load_experiment("transe")
             cfg = parse_config(transe.Config, [*transe.SMOKE_ARGS, "--batch-size", "16"], "transe")
-            timed = transe.time_epoch(cfg, kg=synthetic_kg(0, side=4), repeats=3)
+            timed = time_jitted_epoch(cfg, kg=synthetic_kg(0, side=4), repeats=3)
             record.update({"graph": "synthetic 4x4 (quick)", "jit_ms": timed["median_ms"]})
             return record
         folder = (ctx.shared_data / "kg" / name) if ctx.shared_data is not None else None
@@ -148,19 +170,14 @@ def _graph_workload(name: str):
             ctx.notes.append(f"kge_transe_{name}: ../shared/data/kg/{name} not found; skipped")
             record["skipped"] = "data not found"
             return record
-        from jaxdl.bench.peers import import_torch
-
-        try:
+        try:  # deferred: pykeen is optional, only installed by `make peers`
             import pykeen  # noqa: F401
 
             torch = import_torch(ctx)
         except ImportError:
             torch = None
             ctx.notes.append(f"kge_transe_{name}: PyKEEN not installed (make peers); jaxdl figures only")
-        from experiments import transe
-        from jaxdl.config import parse_config
-        from jaxdl.models.kge import ENTITY_CONSTRAINTS
-
+        transe = load_experiment("transe")
         runs = {c: [] for c in ENTITY_CONSTRAINTS}
         jit_ms, peer = {}, []
         for seed in SEEDS:  # alternate the two so that machine load hits both alike
@@ -168,7 +185,7 @@ def _graph_workload(name: str):
                 runs[c].append(run_jaxdl(str(folder), seed=seed, entity_norm=c))
                 if seed == SEEDS[0]:  # before any PyKEEN run: torch's idle threads must not share the timing
                     cfg = parse_config(transe.Config, ["--data", str(folder), "--entity-norm", c], "transe")
-                    jit_ms[c] = transe.time_epoch(cfg, repeats=20)["median_ms"]
+                    jit_ms[c] = time_jitted_epoch(cfg, repeats=20)["median_ms"]
             if torch is not None:
                 peer.append(run_pykeen(str(folder), seed=seed, threads=ctx.threads))
         valid = {c: _mean(s["valid_mrr"] for s in runs[c]) for c in ENTITY_CONSTRAINTS}
@@ -184,7 +201,7 @@ def _graph_workload(name: str):
                        "test_mrr_per_seed": [s["test_mrr"] for s in ours],
                        "test_mrr_last_epoch": _mean(s["test_mrr_last_epoch"] for s in ours),
                        "test_mrr_last_epoch_per_seed": [s["test_mrr_last_epoch"] for s in ours],
-                       "issue_pykeen": ISSUE_PYKEEN[name]})
+                       "issue_pykeen": REFERENCE_PYKEEN[name]})
         if peer:
             record.update({"peer_pykeen_ms": statistics.median(p["epoch_ms"] for p in peer),
                            **{f"peer_pykeen_{k}": _mean(p[k] for p in peer) for k in METRICS if k in peer[0]},

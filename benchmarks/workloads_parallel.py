@@ -30,9 +30,21 @@ import statistics
 import subprocess
 import sys
 from functools import partial
+from pathlib import Path
 
-from jaxdl.bench.registry import BenchContext, Workload
+import jax
 
+from benchmarks.registry import BenchContext, Workload
+from benchmarks.timing import time_once
+from benchmarks.workloads_core import classification_data, dense_train_gflop
+from jaxdl.models import dense
+from jaxdl.parallel import data_parallel, step_allreduce_bytes
+from jaxdl.train import epoch as ep
+from jaxdl.train.optim import sgd
+from jaxdl.train.step import init_state
+from jaxdl.train.supervised import classification_loss
+
+REPO = Path(__file__).resolve().parents[1]  # the checkout, where the child runs `python -m benchmarks...`
 HIDDEN, INPUTS, CLASSES, BATCH, LR = 256, 784, 10, 256, 0.1
 DEVICE_COUNTS = (1, 2, 4)
 # Assumptions for the 4-GPU estimate (stated in the record and the README).
@@ -43,17 +55,6 @@ GPU_SUSTAINED_TFLOPS = 10.0  # float32 matmul throughput one GPU sustains on the
 
 def _child(config: dict) -> dict:
     """Runs in the child process (4 fake devices): time every (form, n)."""
-    import jax
-
-    from jaxdl.bench.timing import time_once
-    from jaxdl.bench.workloads_core import classification_data, dense_train_gflop
-    from jaxdl.models import dense
-    from jaxdl.parallel import data_parallel, step_allreduce_bytes
-    from jaxdl.train import epoch as ep
-    from jaxdl.train.optim import sgd
-    from jaxdl.train.step import init_state
-    from jaxdl.train.supervised import classification_loss
-
     steps = config["steps"]
     data = jax.device_get(classification_data(jax.random.key(0), steps * BATCH, INPUTS, CLASSES))
     params = dense.mlp_init(jax.random.key(1), INPUTS, [HIDDEN], CLASSES)
@@ -87,8 +88,6 @@ def _child(config: dict) -> dict:
 
 def _threaded_epoch(dp, host_state):
     """A no-argument epoch call that carries the (donated) state from call to call."""
-    import jax
-
     box, key = [dp.place(host_state)], jax.random.key(2)
 
     def epoch():
@@ -121,8 +120,8 @@ def run_data_parallel(ctx: BenchContext) -> dict:
               "counts": [4] if ctx.quick else list(DEVICE_COUNTS)}
     env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") +
                                        " --xla_force_host_platform_device_count=4").strip()}
-    proc = subprocess.run([sys.executable, "-m", "jaxdl.bench.workloads_parallel", json.dumps(config)],
-                          capture_output=True, text=True, env=env, timeout=600)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.workloads_parallel", json.dumps(config)],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=REPO)
     if proc.returncode != 0:
         raise RuntimeError(f"the 4-device child failed: {proc.stderr.strip()[-2000:]}")
     record = {"name": "data_parallel_mlp", "batch": BATCH, "hidden": HIDDEN, **json.loads(proc.stdout.splitlines()[-1])}
@@ -140,5 +139,5 @@ def workloads() -> list[Workload]:
     return [Workload("data_parallel_mlp", run_data_parallel, group="parallel")]
 
 
-if __name__ == "__main__":  # the child: python -m jaxdl.bench.workloads_parallel CONFIG_JSON
+if __name__ == "__main__":  # the child: python -m benchmarks.workloads_parallel CONFIG_JSON
     print(json.dumps(_child(json.loads(sys.argv[1]))))

@@ -39,9 +39,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdl.bench.registry import BenchContext, Workload
-from jaxdl.bench.timing import time_call
-from jaxdl.bench.workloads_core import threaded, time_step, target
+from benchmarks.registry import BenchContext, Workload
+from benchmarks.timing import time_call
+from benchmarks.workloads_core import threaded, time_step, target
+from jaxdl.cli import load_experiment
+from jaxdl.config import from_dict
 from jaxdl.data import text
 from jaxdl.eval import word_vectors as wv
 from jaxdl.losses import word2vec as losses
@@ -172,9 +174,7 @@ def train_jaxdl(sentences, *, epochs: int, seed: int, settings: dict) -> dict:
 
     Returns {'seconds' (training wall time, compilation included), 'epoch_seconds',
     'words', 'vectors' (V-1, D), 'examples'}."""
-    from experiments import word2vec as experiment
-    from jaxdl.config import from_dict
-
+    experiment = load_experiment("word2vec")
     cfg = from_dict(experiment.Config, {"corpus": "bench", "model": "skipgram", "max_epochs": epochs, "seed": seed,
                                         "lr": LR, "min_lr": 1e-4, **settings})
     model = experiment.build(cfg, sentences)
@@ -194,7 +194,7 @@ def train_jaxdl(sentences, *, epochs: int, seed: int, settings: dict) -> dict:
 
 def train_gensim(sentences, *, epochs: int, seed: int, settings: dict, workers: int) -> dict:
     """gensim 4's skip-gram at the same settings; only `train` is timed."""
-    from gensim.models import Word2Vec
+    from gensim.models import Word2Vec  # deferred: gensim is optional, only installed by `make peers`
 
     model = Word2Vec(vector_size=settings["dim"], window=settings["window"], min_count=settings["min_count"],
                      sample=settings["sample"], sg=1, hs=0, negative=settings["neg"], workers=workers, seed=seed,
@@ -209,7 +209,7 @@ def train_gensim(sentences, *, epochs: int, seed: int, settings: dict, workers: 
 def _gensim_workload(epochs: int):
     def run(ctx: BenchContext) -> dict:
         record: dict = {"name": f"w2v_ptb_gensim_{epochs}ep", "epochs": epochs, **PTB_SETTINGS}
-        try:
+        try:  # deferred: gensim is optional, only installed by `make peers`
             import gensim
         except ImportError:
             gensim = None
