@@ -47,7 +47,7 @@ from jaxdl.models import dense
 from jaxdl.train import epoch as ep
 from jaxdl.train.optim import sgd
 from jaxdl.train.step import init_state, make_train_step
-from jaxdl.train.supervised import classification_loss
+from jaxdl.losses.classification import classification_loss
 
 SEED = 0
 FASHION = {"num_inputs": 784, "num_classes": 10, "batch_size": 256, "lr": 0.1}  # the book's settings

@@ -1,7 +1,7 @@
 """Data parallelism: per-step time and all-reduced bytes on 1, 2 and 4 devices.
 
 The workload is the book's Fashion-MNIST MLP (784-256-10, batch 256, SGD lr 0.1) trained by
-`jaxdl.parallel.data_parallel` -- the epoch `make exp NAME=mlp` runs: one compiled scan of
+`jaxdl.devices.data_parallel` -- the epoch `make exp NAME=mlp` runs: one compiled scan of
 steps per epoch, rows gathered inside each step -- on synthetic inputs of that shape.
 
   step_ms_<mode>_<n>    milliseconds per optimizer step (epoch time / steps) on n devices
@@ -38,11 +38,11 @@ from benchmarks.registry import BenchContext, Workload
 from benchmarks.timing import time_once
 from benchmarks.workloads_core import classification_data, dense_train_gflop
 from jaxdl.models import dense
-from jaxdl.parallel import data_parallel, step_allreduce_bytes
+from jaxdl.devices.data_parallel import Layout, data_parallel, step_allreduce_bytes
 from jaxdl.train import epoch as ep
 from jaxdl.train.optim import sgd
-from jaxdl.train.step import init_state
-from jaxdl.train.supervised import classification_loss
+from jaxdl.train.step import init_state, make_train_step
+from jaxdl.losses.classification import classification_loss
 
 REPO = Path(__file__).resolve().parents[1]  # the checkout, where the child runs `python -m benchmarks...`
 HIDDEN, INPUTS, CLASSES, BATCH, LR = 256, 784, 10, 256, 0.1
@@ -64,8 +64,10 @@ def _child(config: dict) -> dict:
     runs = [("single", 1)] + [(mode, n) for mode in config["modes"] for n in config["counts"]]
     epochs = {}
     for mode, n in runs:
-        dp = data_parallel(loss_fn, optimizer, partial(ep.shuffled_indices, batch_size=BATCH), data,
-                           devices=jax.devices()[:n], mode=mode, batch_size=BATCH, load_batch=ep.take_rows)
+        layout = Layout(tuple(jax.devices()[:n]), mode)
+        dp = data_parallel(make_train_step(loss_fn, optimizer, **layout.step_reduction),
+                           partial(ep.shuffled_indices, batch_size=BATCH), data, layout=layout, batch_size=BATCH,
+                           load_batch=ep.take_rows)
         epochs["single" if mode == "single" else f"{mode}_{n}"] = _threaded_epoch(dp, init_state(params, optimizer))
     # Round-robin: every round times each form once, so a change in the machine's load
     # (shared, noisy) hits all of them alike; medians over the rounds.
@@ -80,8 +82,10 @@ def _child(config: dict) -> dict:
         record[f"step_ms_{name}"] = statistics.median(ms)
         record[f"step_p10_ms_{name}"] = ms[int(0.1 * (len(ms) - 1))]
         record[f"step_p90_ms_{name}"] = ms[int(0.9 * (len(ms) - 1))]
-    record["allreduce_bytes"] = step_allreduce_bytes(loss_fn, optimizer, params,
-                                                     {k: v[:BATCH] for k, v in data.items()}, jax.devices()[:4])
+    four = Layout(tuple(jax.devices()[:4]), "shard_map")
+    record["allreduce_bytes"] = step_allreduce_bytes(make_train_step(loss_fn, optimizer, **four.step_reduction),
+                                                     init_state(params, optimizer),
+                                                     {k: v[:BATCH] for k, v in data.items()}, four.devices)
     record["param_bytes"] = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
     return record
 

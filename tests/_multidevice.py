@@ -24,11 +24,12 @@ import numpy as np  # noqa: E402
 
 from jaxdl.errors import JaxdlError  # noqa: E402
 from jaxdl.models.dense import mlp_apply, mlp_init, softmax_apply, softmax_init  # noqa: E402
-from jaxdl.parallel import data_parallel, select_devices, step_allreduce_bytes  # noqa: E402
+from jaxdl.devices import select_devices  # noqa: E402
+from jaxdl.devices.data_parallel import Layout, data_parallel, step_allreduce_bytes  # noqa: E402
 from jaxdl.train.epoch import shuffled_batches  # noqa: E402
 from jaxdl.train.optim import make_optimizer  # noqa: E402
 from jaxdl.train.step import init_state, make_train_step  # noqa: E402
-from jaxdl.train.supervised import classification_loss  # noqa: E402
+from jaxdl.losses.classification import classification_loss  # noqa: E402
 
 EPOCHS, BATCH, N, D, C = 3, 32, 200, 12, 4  # 6 steps an epoch, 18 steps in all
 # One device is the plain jitted scan ('single'); each form on 2 and 4 devices is compared
@@ -52,16 +53,18 @@ MODELS = {
 }
 
 
-def train(model, mode, num_devices, data, *, epochs=EPOCHS, custom_step=False):
+def placed(loss_fn, opt, mode, num_devices, make_batches, data, **kw):
+    """The harness's composition: the step built with the layout's reduction, then placed."""
+    layout = Layout(tuple(jax.devices()[:num_devices]), mode)
+    step = make_train_step(loss_fn, opt, **layout.step_reduction)
+    return data_parallel(step, make_batches, data, layout=layout, **kw)
+
+
+def train(model, mode, num_devices, data, *, epochs=EPOCHS):
     apply_fn, init_fn, opt_name, lr = MODELS[model]
     opt = make_optimizer(opt_name, lr)
-    loss_fn = classification_loss(apply_fn)
-    # custom_step: the same step handed over as `make_step` (the path of steps that are not
-    # make_train_step's, which run untyped under shard_map and reduce with grad_reduce)
-    make_step = partial(make_train_step, loss_fn, opt) if custom_step else None
-    dp = data_parallel(None if custom_step else loss_fn, None if custom_step else opt,
-                       partial(shuffled_batches, batch_size=BATCH), data, devices=jax.devices()[:num_devices],
-                       mode=mode, batch_size=BATCH, make_step=make_step and (lambda r: make_step(grad_reduce=r)))
+    dp = placed(classification_loss(apply_fn), opt, mode, num_devices, partial(shuffled_batches, batch_size=BATCH),
+                data, batch_size=BATCH)
     state = dp.place(init_state(init_fn(), opt))
     losses = []
     for e in range(epochs):
@@ -81,8 +84,7 @@ def noisy_step(mode, num_devices):
 
     data = {"X": np.arange(8 * 3, dtype=np.float32).reshape(8, 3)}
     opt = make_optimizer("sgd", 1.0)
-    dp = data_parallel(loss_fn, opt, partial(shuffled_batches, batch_size=8), data,
-                       devices=jax.devices()[:num_devices], mode=mode)
+    dp = placed(loss_fn, opt, mode, num_devices, partial(shuffled_batches, batch_size=8), data)
     state, metrics = dp.epoch_fn(dp.place(init_state({"w": np.zeros(3, np.float32)}, opt)), jax.random.key(9))
     return dp.to_host(state).params["w"], np.asarray(metrics["u"])
 
@@ -106,9 +108,6 @@ def main(out: str) -> None:
                 arrays[f"{model}/{mode}/{n}/leaf{i}"] = leaf
             arrays[f"{model}/{mode}/{n}/losses"] = losses
             arrays[f"{model}/{mode}/{n}/step"] = np.asarray(state.step)
-    state, losses = train("mlp", "shard_map", 4, data, custom_step=True)
-    for i, leaf in enumerate(jax.tree.leaves((state.params, state.opt_state))):
-        arrays[f"mlp/custom_shard_map/4/leaf{i}"] = leaf
     for mode, n in NOISY_RUNS:
         w, u = noisy_step(mode, n)
         arrays[f"noisy/{mode}/{n}/w"], arrays[f"noisy/{mode}/{n}/u"] = w, u
@@ -124,9 +123,11 @@ def main(out: str) -> None:
                                         "--out", f"{out}.r3"),
                      "bad_mode": cli("exp", "softmax", "--parallel", "vmap", "--out", f"{out}.r4")}
     apply_fn, init_fn, opt_name, lr = MODELS["mlp"]
+    four = Layout(tuple(jax.devices()), "shard_map")
+    opt = make_optimizer("sgd", 0.1)
     report["allreduce_bytes"] = step_allreduce_bytes(
-        classification_loss(apply_fn), make_optimizer("sgd", 0.1), init_fn(),
-        {k: v[:BATCH] for k, v in data.items()}, jax.devices())
+        make_train_step(classification_loss(apply_fn), opt, **four.step_reduction), init_state(init_fn(), opt),
+        {k: v[:BATCH] for k, v in data.items()}, four.devices)
     np.savez(out, **arrays)
     with open(out + ".json", "w") as f:
         json.dump(report, f)

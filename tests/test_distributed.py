@@ -84,7 +84,7 @@ def test_four_processes_started_by_a_scheduler_match_one(reference, tmp_path):
     """Four processes started the way `srun -n 4 python -m jaxdl launch exp mlp ...` starts
     them: the same command, told apart only by SLURM's environment, which
     jax.distributed.initialize reads (coordinator on the first node of the step)."""
-    from jaxdl.distributed import free_port
+    from jaxdl.launch import free_port
 
     out = tmp_path / "four"
     slurm = {"SLURM_JOB_ID": "4242", "SLURM_STEP_NODELIST": "127.0.0.1", "SLURM_NTASKS": "4",
@@ -163,28 +163,30 @@ def test_launch_bad_input_is_one_line(argv, msg, capsys):
 
 
 def test_replica_digests_are_compared():
-    from jaxdl import distributed
+    from jaxdl import launch
+    from jaxdl.devices import processes
 
     params = {"w": np.arange(3, dtype=np.float32)}
-    mine = distributed.param_digest(params)
-    assert distributed.check_replicas(params) == [mine]  # this process alone
-    nudged = distributed.param_digest({"w": np.nextafter(params["w"], np.float32(9))})
+    mine = processes.param_digest(params)
+    assert processes.check_replicas(params) == [mine]  # this process alone
+    nudged = processes.param_digest({"w": np.nextafter(params["w"], np.float32(9))})
     assert nudged != mine  # one ulp changes the digest
-    assert distributed.compare_digests([mine, mine, mine]) == [mine] * 3
+    assert processes.compare_digests([mine, mine, mine]) == [mine] * 3
     with pytest.raises(JaxdlError, match="the parameters on process 2 differ from process 0's at step 7"):
-        distributed.compare_digests([mine, mine, nudged], step=7)
+        processes.compare_digests([mine, mine, nudged], step=7)
 
 
 def test_launcher_reports_the_cause_not_the_peer_that_noticed_it():
     """A peer exiting with PEER_FAILED is a consequence; when it is seen in the same poll
     as (or before) the process that died, the launcher names the dead one."""
-    from jaxdl import distributed
+    from jaxdl import launch
+    from jaxdl.devices import processes
 
-    PF = distributed.PEER_FAILED
-    assert distributed.root_failure([]) is None
-    assert distributed.root_failure([(0, PF), (1, -9)]) == (1, -9)
-    assert distributed.root_failure([(0, PF)]) == (0, PF)
-    assert distributed.root_failure([(1, 1), (0, -9)]) == (1, 1)
+    PF = processes.PEER_FAILED
+    assert launch.root_failure([]) is None
+    assert launch.root_failure([(0, PF), (1, -9)]) == (1, -9)
+    assert launch.root_failure([(0, PF)]) == (0, PF)
+    assert launch.root_failure([(1, 1), (0, -9)]) == (1, 1)
 
     class Done:  # a process that has already exited with `code`
         def __init__(self, code):
@@ -193,5 +195,5 @@ def test_launcher_reports_the_cause_not_the_peer_that_noticed_it():
         def poll(self):
             return self.returncode
 
-    assert distributed._wait([Done(PF), Done(-9)]) == (1, -9)
-    assert distributed._wait([Done(0), Done(0)]) is None
+    assert launch._wait([Done(PF), Done(-9)]) == (1, -9)
+    assert launch._wait([Done(0), Done(0)]) is None

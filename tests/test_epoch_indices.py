@@ -13,7 +13,7 @@ from jaxdl.models.dense import mlp_apply, mlp_init
 from jaxdl.train import epoch as ep
 from jaxdl.train.optim import sgd
 from jaxdl.train.step import init_state, make_train_step
-from jaxdl.train.supervised import classification_loss
+from jaxdl.losses.classification import classification_loss
 
 
 def _data(n=70, d=5):

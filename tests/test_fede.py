@@ -131,15 +131,14 @@ def test_split_bad_input(kg, clients, kwargs, msg):
 
 def test_stack_clients_pads_with_masks(kg):
     split = fd.split_by_relation(kg, 3, seed=0)
-    stack = fd.stack_clients(split, pad_clients_to=2)  # 3 clients -> 4 rows, the last empty
+    stack = fd.stack_clients(split)
     N = max(len(c.train) for c in split.clients)
-    assert stack.train_CxNx3.shape == (4, N, 3) and stack.client_mask_C.tolist() == [True, True, True, False]
+    assert stack.train_CxNx3.shape == (3, N, 3) and stack.client_mask_C.tolist() == [True, True, True]
     for i, c in enumerate(split.clients):
         np.testing.assert_array_equal(stack.train_CxNx3[i][stack.train_mask_CxN[i]], c.train)
         assert stack.relation_mask_CxR[i].sum() == c.num_relations
         assert set(np.flatnonzero(stack.entity_mask_CxE[i])) == set(c.entities().tolist())
-    assert not stack.train_mask_CxN[3].any() and not stack.entity_mask_CxE[3].any()
-    assert stack.num_train_C.tolist() == [len(c.train) for c in split.clients] + [0]
+    assert stack.num_train_C.tolist() == [len(c.train) for c in split.clients]
 
 
 # ---------------------------------------------------------------------------------------

@@ -24,7 +24,8 @@ import pytest
 from conftest import REPO
 from jaxdl.cli import main as cli_main
 from jaxdl.errors import JaxdlError
-from jaxdl.parallel import allreduce_bytes, check_divisible, select_devices
+from jaxdl.devices import check_divisible, select_devices
+from jaxdl.devices.data_parallel import allreduce_bytes
 
 FAKE4 = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
          "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -78,14 +79,6 @@ def test_pmap_and_shard_map_agree(multidevice, model, n):
     arrays = multidevice["arrays"]
     for a, b in zip(_leaves(arrays, model, "pmap", n), _leaves(arrays, model, "shard_map", n)):
         np.testing.assert_allclose(a, b, rtol=0, atol=ATOL)
-
-
-def test_a_custom_step_reducing_with_grad_reduce_matches_under_shard_map(multidevice):
-    arrays = multidevice["arrays"]
-    ref, got = _leaves(arrays, "mlp", "single", 1), _leaves(arrays, "mlp", "custom_shard_map", 4)
-    assert len(ref) == len(got) >= 2
-    for a, b in zip(ref, got):
-        np.testing.assert_allclose(b, a, rtol=0, atol=ATOL)
 
 
 @pytest.mark.parametrize("mode,n", [("pmap", 4), ("shard_map", 2)])
@@ -180,7 +173,7 @@ def test_allreduce_bytes_parser():
 
 
 def test_expected_4gpu_model_by_hand():
-    from jaxdl.bench.workloads_parallel import expected_4gpu
+    from benchmarks.workloads_parallel import expected_4gpu  # the benchmark's model, tested here
 
     out = expected_4gpu(1_000_000, 0.2)  # 1 MB all-reduced, 0.2 GFLOP a step
     t1 = 0.2e9 / 10e12 * 1e6  # 20 us at 10 TFLOP/s

@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from functools import partial
+from types import SimpleNamespace
 
 import jax
 import jax.numpy as jnp
@@ -19,11 +20,13 @@ import numpy as np
 import optax
 import pytest
 
+from jaxdl.devices import Placed
 from jaxdl.errors import Interrupted, JaxdlError, NumericalFault
+from jaxdl.harness import Task
+from jaxdl.harness.runner import train
 from jaxdl.runs import checkpoint, lock, ps, registry, signals
 from jaxdl.runs.run import Run, checkpoint_epochs
 from jaxdl.train.epoch import make_scan_epoch, shuffled_batches
-from jaxdl.train.loop import fit
 from jaxdl.train.step import init_state, make_train_step
 
 pytestmark = pytest.mark.skipif(threading.current_thread() is not threading.main_thread(),
@@ -51,17 +54,19 @@ def _state():
     return init_state({"w": jnp.zeros((3, 2)), "b": jnp.zeros(2)}, _OPT)
 
 
-def _fit(run_dir, max_epochs=6, *, epoch_fn=None, seed=0, resume=False, **kw):
-    run = Run.open("toy", {"max_epochs": max_epochs}, out="" if resume else str(run_dir),
-                   resume=str(run_dir) if resume else "")
-    try:
-        result = fit(run=run, state=_state(), key=jax.random.key(seed), max_epochs=max_epochs,
-                     epoch_fn=epoch_fn or (lambda s, k: _EPOCH(s, _DATA, k)), progress=False,
-                     ckpt_every=kw.pop("ckpt_every", 2), **kw)
+def _train(run, *, epoch_fn=None, seed=0, max_epochs=6, ckpt_every=2, place=lambda s: s):
+    """The harness's training of a toy task with this epoch function (no devices involved)."""
+    cfg = SimpleNamespace(seed=seed, max_epochs=max_epochs, ckpt_every=ckpt_every, progress=False)
+    placed = Placed(epoch_fn or (lambda s, k: _EPOCH(s, _DATA, k)), place, jax.device_get, layout=None)
+    return train(run, cfg, Task(state=_state(), epoch=None), placed, hint=f"--resume {run.dir}", label="toy")
+
+
+def _fit(run_dir, max_epochs=6, *, epoch_fn=None, seed=0, resume=False, ckpt_every=2):
+    with Run.open("toy", {"max_epochs": max_epochs}, out="" if resume else str(run_dir),
+                  resume=str(run_dir) if resume else "") as run:
+        result = _train(run, epoch_fn=epoch_fn, seed=seed, max_epochs=max_epochs, ckpt_every=ckpt_every)
         run.write_summary({"finished": True, "epochs": result.epochs_done})
         return run, result
-    finally:
-        run.close()
 
 
 def _signal_during(epoch_no, signum=signal.SIGTERM, times=1):
@@ -127,12 +132,13 @@ def test_signal_before_the_first_epoch_saves_nothing(tmp_path):
     def epoch_fn(state, key):
         raise AssertionError("should not train")
 
-    run = Run.open("toy", {"max_epochs": 3}, out=str(tmp_path / "r"))
-    with signals.deferred() as received:
-        received.append(signal.SIGTERM)  # as if it arrived while the checkpoint was being restored
+    def place(state):  # a signal that arrives while the restored state is being placed
+        os.kill(os.getpid(), signal.SIGTERM)
+        return state
+
+    with Run.open("toy", {"max_epochs": 3}, out=str(tmp_path / "r")) as run:
         with pytest.raises(Interrupted, match="before the first epoch finished; nothing to checkpoint"):
-            fit(run=run, state=_state(), epoch_fn=epoch_fn, key=jax.random.key(0), max_epochs=3, progress=False)
-    run.close()
+            _train(run, epoch_fn=epoch_fn, max_epochs=3, place=place)
 
 
 def test_nan_stops_naming_epoch_and_step_and_keeps_last_good_checkpoint(tmp_path):
