@@ -171,38 +171,47 @@ def setting_task(cfg: Config, setting: str, kg, split: fed_data.FederatedSplit) 
 
     def report(run, result: harness.Result) -> dict:
         test, valid = score("test", result.best_params), score("valid", result.best_params)
-        summary = {
-            "setting": setting, "graph": kg.source or "synthetic", "num_entities": kg.num_entities,
-            "num_relations": kg.num_relations, "rounds": result.epochs_done, "best_round": result.best_epoch,
-            "stopped_early": result.stopped_early, "participants_per_round": participants,
-            **{f"test_{m}": test[f"test_{m}"] for m in METRICS},
-            "test_mrr_per_client": [test[f"test_mrr_client{i}"] for i in range(len(split.clients))],
-            "valid_mrr": valid["valid_mrr"],
-            "clients": [{**{f"test_{m}": test[f"test_{m}_client{i}"] for m in METRICS},
-                         "num_test": int(len(c.test)), "num_valid": int(len(c.valid)), "num_train": int(len(c.train))}
-                        for i, c in enumerate(split.clients)],
-            "train_seconds": result.train_seconds,
-            "median_round_seconds": float(np.median(result.epoch_seconds)) if result.epoch_seconds else None,
-        }
-        if aggregate:
-            up = [r["train_floats_up"] for r in run.metrics() if "train_floats_up" in r]
-            summary["communication"] = {
-                "floats_up_per_round": float(np.mean(up)) if up else 0.0,
-                "floats_down_per_round": float(np.mean(up)) if up else 0.0,
-                "floats_total": float(2 * np.sum(up)),
-                # the FedE reference code sends the whole entity table each way
-                "reference_floats_per_round_each_way": participants * kg.num_entities * model.entity_dim,
-            }
-        print(f"{setting}: test MRR {summary['test_mrr']:.4f}  Hits@1 {summary['test_hits@1']:.4f}  "
-              f"Hits@10 {summary['test_hits@10']:.4f}  (best round {result.best_epoch} of {result.epochs_done})",
-              flush=True)
-        return summary
+        return setting_summary(setting, kg, split, result, test, valid, participants=participants,
+                               entity_floats=kg.num_entities * model.entity_dim,
+                               floats_up=[r["train_floats_up"] for r in run.metrics() if "train_floats_up" in r]
+                               if aggregate else None)
 
     return harness.Task(state=state, epoch=rounds, evaluate=evaluate,
                         eval_every=cfg.eval_every, monitor=("valid_mrr", "max"), patience=cfg.patience,
                         params_of=params_of, report=report, plot=plot_round_curves,
                         title=f"{setting} ({graph_name(kg)}, {len(split.clients)} clients)",
                         label=f"fede {setting}")
+
+
+def setting_summary(setting: str, kg, split, result: harness.Result, test: dict, valid: dict, *, participants: int,
+                    entity_floats: int, floats_up: list | None) -> dict:
+    """A setting's summary.json fields: test metrics of its best validation round, overall and
+    per client, and (FedE) the floats it sent."""
+    summary = {
+        "setting": setting, "graph": kg.source or "synthetic", "num_entities": kg.num_entities,
+        "num_relations": kg.num_relations, "rounds": result.epochs_done, "best_round": result.best_epoch,
+        "stopped_early": result.stopped_early, "participants_per_round": participants,
+        **{f"test_{m}": test[f"test_{m}"] for m in METRICS},
+        "test_mrr_per_client": [test[f"test_mrr_client{i}"] for i in range(len(split.clients))],
+        "valid_mrr": valid["valid_mrr"],
+        "clients": [{**{f"test_{m}": test[f"test_{m}_client{i}"] for m in METRICS},
+                     "num_test": int(len(c.test)), "num_valid": int(len(c.valid)), "num_train": int(len(c.train))}
+                    for i, c in enumerate(split.clients)],
+        "train_seconds": result.train_seconds,
+        "median_round_seconds": float(np.median(result.epoch_seconds)) if result.epoch_seconds else None,
+    }
+    if floats_up is not None:
+        summary["communication"] = {
+            "floats_up_per_round": float(np.mean(floats_up)) if floats_up else 0.0,
+            "floats_down_per_round": float(np.mean(floats_up)) if floats_up else 0.0,
+            "floats_total": float(2 * np.sum(floats_up)),
+            # the FedE reference code sends the whole entity table each way
+            "reference_floats_per_round_each_way": participants * entity_floats,
+        }
+    print(f"{setting}: test MRR {summary['test_mrr']:.4f}  Hits@1 {summary['test_hits@1']:.4f}  "
+          f"Hits@10 {summary['test_hits@10']:.4f}  (best round {result.best_epoch} of {result.epochs_done})",
+          flush=True)
+    return summary
 
 
 # ---------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ Fields are declared once, in option groups that experiments compose by inheritan
 (score function, negatives, evaluation cadence; transe and fede). An experiment changes an
 inherited default with `@defaults(lr=(0.03, "the book"))`, which keeps the field's help
 and bounds and names where the value comes from. Enumerated options are `Literal` types
-(or `choices=` taken from the module that defines them), so `--help` lists them.
+built from the code that implements them, so `--help` lists them and they cannot drift.
 
 Precedence, lowest first: field defaults < the experiment's PRESETS for a chosen value
 (e.g. `--dataset fashion_mnist` brings the book's lr/batch/epochs) < the saved config of
@@ -28,14 +28,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from jaxdl.data.classification import DATASETS
+from jaxdl.devices.data_parallel import MODES
 from jaxdl.errors import JaxdlError
+from jaxdl.losses.kge import LOSSES
+from jaxdl.models.init import WEIGHT_INITS
+from jaxdl.models.kge import ENTITY_CONSTRAINTS, MODELS
+from jaxdl.runs.run import PER_INVOCATION  # noqa: F401  (re-exported: the one list, kept with the run folder)
+from jaxdl.train.optim import OPTIMIZERS
 
-# Settings of one invocation, not of the run: a resumed run does not take them from its
-# config.json, and a change in them is no change of the run's settings.
-PER_INVOCATION = frozenset({"resume", "out", "debug_nans", "progress"})
-
-Optimizer = Literal["sgd", "optax_sgd", "momentum", "adam", "adamw"]  # jaxdl.train.optim.make_optimizer
-Parallel = Literal["pmap", "shard_map"]  # jaxdl.devices.data_parallel.MODES
+# The choices of enumerated options, taken from the code that implements them (so they cannot drift).
+Optimizer = Literal[OPTIMIZERS]
+Parallel = Literal[MODES]
+KGEModel = Literal[MODELS]
+EntityNorm = Literal[ENTITY_CONSTRAINTS]
+KGELoss = Literal[LOSSES]
+Dataset = Literal[DATASETS]
+WeightInit = Literal[tuple(WEIGHT_INITS)]
 
 
 def doc(help: str, *, gt=None, ge=None, le=None, lt=None, choices=None) -> dict:
@@ -83,9 +92,6 @@ class TrainConfig(DeviceOptions, TrainOptions):
     """Training on devices: the options of every harness experiment."""
 
 
-KGEModel = Literal["transe", "rotate", "distmult"]  # jaxdl.models.kge.MODELS
-EntityNorm = Literal["none", "ball", "sphere"]  # jaxdl.models.kge.ENTITY_CONSTRAINTS
-KGELoss = Literal["nssa", "ns", "margin"]  # jaxdl.losses.kge.LOSSES
 
 
 @dataclass
@@ -117,8 +123,6 @@ class KGEOptions:
             raise JaxdlError(f"--norm applies to TransE only (got --model {self.model})")
 
 
-Dataset = Literal["digits", "breast_cancer", "fashion_mnist"]  # jaxdl.data.classification.DATASETS
-WeightInit = Literal["normal", "xavier", "he"]  # jaxdl.models.init
 
 
 @dataclass

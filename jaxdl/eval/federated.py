@@ -42,6 +42,32 @@ def weighted_overall(per_client: dict[str, np.ndarray], sizes_C: np.ndarray) -> 
     return {k: float((w * np.asarray(v, np.float64)).sum() / max(w.sum(), 1.0)) for k, v in per_client.items()}
 
 
+def _query_block(parts: list[np.ndarray], known: list[np.ndarray], length: int, num_entities: int,
+                 batch_size: int):
+    """One block of queries, every client's `parts[i]` padded to `length` (a multiple of
+    `batch_size`): (triples (C, n, B, 3), tail filter (C, n, B, E), head filter (C, n, B, E))
+    on device, each client's filter built from its `known` triples, and the host mask (C, length)."""
+    C, E, B = len(parts), num_entities, batch_size
+    triples, mask = pad_stack([p if len(p) else np.zeros((0, 3), np.int32) for p in parts], length)
+    tail_f = np.zeros((C, length, E), bool)
+    head_f = np.zeros((C, length, E), bool)
+    for i, p in enumerate(parts):
+        if len(p):
+            tail_f[i, : len(p)], head_f[i, : len(p)] = filter_masks(known[i], p, E)
+    n_chunks = length // B
+    return (jnp.asarray(triples.reshape(C, n_chunks, B, 3)), jnp.asarray(tail_f.reshape(C, n_chunks, B, E)),
+            jnp.asarray(head_f.reshape(C, n_chunks, B, E)), mask)
+
+
+def _client_metrics(ranks: list[np.ndarray], masks: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-client ranking metrics (each a float64 (C,) array) from a split's blocks of
+    (C, q, 2) ranks and their (C, q) masks."""
+    ranks_CxQx2 = np.concatenate(ranks, axis=1)
+    mask_CxQx2 = np.repeat(np.concatenate(masks, axis=1)[..., None], 2, axis=-1)
+    per_client = jax.vmap(ranking_metrics)(ranks_CxQx2, mask_CxQx2)
+    return {k: np.asarray(v, np.float64) for k, v in per_client.items()}
+
+
 def make_client_evaluator(model: kge_models.KGEModel, clients: list[ClientData], num_entities: int, *,
                           splits=("valid", "test"), global_relations: bool = False, batch_size: int | None = None,
                           block_bytes: int = 1 << 28):
@@ -77,16 +103,7 @@ def make_client_evaluator(model: kge_models.KGEModel, clients: list[ClientData],
             return cache[key]
         queries, sizes, M, per_block = prepared[name]
         lo, hi = start_chunk * B, min(M, start_chunk + per_block) * B
-        parts = [q[lo:hi] for q in queries]
-        triples, mask = pad_stack([p if len(p) else np.zeros((0, 3), np.int32) for p in parts], hi - lo)
-        tail_f = np.zeros((C, hi - lo, E), bool)
-        head_f = np.zeros((C, hi - lo, E), bool)
-        for i, p in enumerate(parts):
-            if len(p):
-                tail_f[i, : len(p)], head_f[i, : len(p)] = filter_masks(known[i], p, E)
-        n_chunks = (hi - lo) // B
-        arrays = (jnp.asarray(triples.reshape(C, n_chunks, B, 3)), jnp.asarray(tail_f.reshape(C, n_chunks, B, E)),
-                  jnp.asarray(head_f.reshape(C, n_chunks, B, E)), mask)
+        arrays = _query_block([q[lo:hi] for q in queries], known, hi - lo, E, B)
         if per_block >= M:  # the whole split in one block: keep it on device
             cache[key] = arrays
         return arrays
@@ -104,10 +121,7 @@ def make_client_evaluator(model: kge_models.KGEModel, clients: list[ClientData],
                 r = np.asarray(_rank_clients(model, shared, params, triples, tail_f, head_f))
                 ranks.append(r.reshape(C, -1, 2))
                 masks.append(mask)
-            ranks_CxQx2 = np.concatenate(ranks, axis=1)
-            mask_CxQx2 = np.repeat(np.concatenate(masks, axis=1)[..., None], 2, axis=-1)
-            per_client = jax.vmap(ranking_metrics)(ranks_CxQx2, mask_CxQx2)
-            out[name] = {"sizes": sizes, **{k: np.asarray(v, np.float64) for k, v in per_client.items()}}
+            out[name] = {"sizes": sizes, **_client_metrics(ranks, masks)}
         return out
 
     return evaluate

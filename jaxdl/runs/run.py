@@ -27,11 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxdl.config import PER_INVOCATION
 from jaxdl.errors import JaxdlError
 from jaxdl.runs import lock, registry
 
 CKPT_DIR = "checkpoints"
+# Settings of one invocation, not of the run: a resumed run does not take them from its
+# config.json, and a change in them is no change of the run's settings.
+PER_INVOCATION = frozenset({"resume", "out", "debug_nans", "progress"})
 
 
 def _json_default(x):
@@ -148,37 +150,7 @@ class Run:
         of a folder that is not a run folder, or holds another experiment's run, or has
         checkpoints past `max_epochs`; `--out` into an existing run folder (resume it instead).
         """
-        old_config = None
-        if resume:
-            run_dir = Path(resume)
-            old_config = check_run_folder(run_dir, "--resume")
-            recorded = recorded_experiment(run_dir)
-            if recorded is not None and recorded != experiment:
-                raise JaxdlError(f"--resume {resume}: holds a {recorded!r} run, not {experiment!r}; "
-                                 f"resume it with: python -m jaxdl exp {recorded} --resume {resume}")
-            _refuse_if_held(run_dir)
-            reached = checkpoint_epochs(run_dir)
-            max_epochs = config.get("max_epochs")
-            if reached and isinstance(max_epochs, int) and max_epochs < reached[-1]:
-                raise JaxdlError(f"--resume {resume}: the run has reached epoch {reached[-1]}; give "
-                                 f"--max-epochs {reached[-1]} or more (it is {max_epochs})")
-        elif out:
-            run_dir = Path(out)
-            if run_dir.exists() and not run_dir.is_dir():
-                raise JaxdlError(f"--out {out}: exists and is not a folder")
-            if (run_dir / "config.json").is_file():
-                _refuse_if_held(run_dir)
-                if is_finished(run_dir):
-                    raise JaxdlError(f"--out {out}: holds a finished run; choose another folder (or extend it: "
-                                     f"--resume {out} --max-epochs N)")
-                raise JaxdlError(f"--out {out}: holds an unfinished run; continue it with --resume {out}")
-        else:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            run_dir = Path("runs") / experiment / stamp
-            n = 1
-            while run_dir.exists():
-                n += 1
-                run_dir = Path("runs") / experiment / f"{stamp}-{n}"
+        run_dir, old_config = _choose_folder(experiment, config, out=out, resume=resume)
         run = Run(run_dir, experiment, is_writer)
         if not is_writer:
             return run
@@ -286,6 +258,42 @@ class Run:
         if self.is_writer:
             self.commit()
             write_json_atomic(self.dir / name, obj)
+
+
+def _choose_folder(experiment: str, config: dict, *, out: str, resume: str) -> tuple[Path, dict | None]:
+    """The run folder to open, and the saved config when resuming; refusals as in `Run.open`."""
+    old_config = None
+    if resume:
+        run_dir = Path(resume)
+        old_config = check_run_folder(run_dir, "--resume")
+        recorded = recorded_experiment(run_dir)
+        if recorded is not None and recorded != experiment:
+            raise JaxdlError(f"--resume {resume}: holds a {recorded!r} run, not {experiment!r}; "
+                             f"resume it with: python -m jaxdl exp {recorded} --resume {resume}")
+        _refuse_if_held(run_dir)
+        reached = checkpoint_epochs(run_dir)
+        max_epochs = config.get("max_epochs")
+        if reached and isinstance(max_epochs, int) and max_epochs < reached[-1]:
+            raise JaxdlError(f"--resume {resume}: the run has reached epoch {reached[-1]}; give "
+                             f"--max-epochs {reached[-1]} or more (it is {max_epochs})")
+    elif out:
+        run_dir = Path(out)
+        if run_dir.exists() and not run_dir.is_dir():
+            raise JaxdlError(f"--out {out}: exists and is not a folder")
+        if (run_dir / "config.json").is_file():
+            _refuse_if_held(run_dir)
+            if is_finished(run_dir):
+                raise JaxdlError(f"--out {out}: holds a finished run; choose another folder (or extend it: "
+                                 f"--resume {out} --max-epochs N)")
+            raise JaxdlError(f"--out {out}: holds an unfinished run; continue it with --resume {out}")
+    else:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path("runs") / experiment / stamp
+        n = 1
+        while run_dir.exists():
+            n += 1
+            run_dir = Path("runs") / experiment / f"{stamp}-{n}"
+    return run_dir, old_config
 
 
 def _refuse_if_held(run_dir: Path) -> None:

@@ -300,13 +300,23 @@ def pick_clients(key, client_mask_C, k: int):
     return participating, index_K
 
 
+def _train_picked(train_clients, clients: TrainState, data: ClientArrays, keys_C, index_K):
+    """Only the K picked clients are computed, then written back; the others' metrics are 0."""
+    C = data.client_mask_C.shape[0]
+    take = lambda a: a[index_K]  # noqa: E731
+    trained, local = train_clients(jax.tree.map(take, clients), data.train_CxNx3[index_K], data.train_mask_CxN[index_K],
+                                   keys_C[index_K])
+    clients = jax.tree.map(lambda a, b: a.at[index_K].set(b), clients, trained)
+    return clients, jax.tree.map(lambda m: jnp.zeros((C, *m.shape[1:]), m.dtype).at[index_K].set(m), local)
+
+
 def make_round(train_step, *, aggregate: bool, local_epochs: int, batch_size: int, num_clients: int,
                participants: int, entity_dim: int, client_steps: tuple[int, ...] | None = None):
     """The pure round `round_fn(state, data, key) -> (state, metrics)` (jit it).
 
     aggregate: True for FedE (download, local training, upload + mean), False for
         isolation/collection (local training only, every client every round).
-    num_clients: real clients C (the stack may hold padding clients after them).
+    num_clients: real clients C (the device room may pad the stack with empty clients).
     participants: K clients per round (FedE); all when K == C.
 
     Metrics: 'loss' (mean over participants of their local loss), 'floats_up',
@@ -339,18 +349,12 @@ def make_round(train_step, *, aggregate: bool, local_epochs: int, batch_size: in
             clients = clients._replace(params={**clients.params, "entity": entity})
         keys_C = jax.vmap(lambda c: jax.random.fold_in(k_train, c))(jnp.arange(C_stack))
         if index is None and client_steps is not None:  # every client, only its real steps
-            trained, local = packed_local_train(train_step, clients, data.train_CxNx3, data.train_mask_CxN, keys_C,
+            clients, local = packed_local_train(train_step, clients, data.train_CxNx3, data.train_mask_CxN, keys_C,
                                                 client_steps, local_epochs=local_epochs, batch_size=batch_size)
-            clients = trained
         elif index is None:  # every client trains (padding clients have no real steps: unchanged)
-            trained, local = train_clients(clients, data.train_CxNx3, data.train_mask_CxN, keys_C)
-            clients = trained
-        else:  # only the K picked clients are computed, then written back
-            take = lambda a: a[index]  # noqa: E731
-            trained, local = train_clients(jax.tree.map(take, clients), data.train_CxNx3[index],
-                                           data.train_mask_CxN[index], keys_C[index])
-            clients = jax.tree.map(lambda a, b: a.at[index].set(b), clients, trained)
-            local = jax.tree.map(lambda m: jnp.zeros((C_stack, *m.shape[1:]), m.dtype).at[index].set(m), local)
+            clients, local = train_clients(clients, data.train_CxNx3, data.train_mask_CxN, keys_C)
+        else:
+            clients, local = _train_picked(train_clients, clients, data, keys_C, index)
         server_entity = state.server_entity
         comm = {"floats_up": jnp.zeros((), jnp.float32), "floats_down": jnp.zeros((), jnp.float32)}
         if aggregate:

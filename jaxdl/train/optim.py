@@ -23,6 +23,9 @@ def sgd(learning_rate: float) -> optax.GradientTransformation:
     return optax.GradientTransformation(init, update)
 
 
+OPTIMIZERS = ("sgd", "optax_sgd", "momentum", "adam", "adamw")  # the names make_optimizer takes
+
+
 def make_optimizer(name: str, lr: float, *, momentum: float = 0.0, weight_decay: float = 0.0):
     """Config name -> optimizer: 'sgd' (from scratch), 'optax_sgd', 'momentum', 'adam', 'adamw'."""
     if name == "sgd":

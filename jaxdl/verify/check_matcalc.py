@@ -175,12 +175,15 @@ def _dense_delta(v):
     return _sm(v["W"] @ v["x"] + v["b"]) - v["y"]
 
 
-def catalogue() -> list[Identity]:
-    """Every identity, in reading order."""
+def _vec_x(n):
+    """One input, the vector x of length n."""
+    return {"x": (n,)}
+
+
+def _vector_identities() -> list[Identity]:
+    """Linear and quadratic forms of a vector, and vectors and matrices of a scalar."""
     Id = Identity
-    vec_x = lambda n: {"x": (n,)}  # noqa: E731
-    ids = [
-        # -- linear and quadratic forms of a vector ----------------------------------------------
+    return [
         Id("a^T x", "x", "a^T", "numerator", N_SIZES, lambda n: {"a": (n,), "x": (n,)},
            lambda v: v["a"] @ v["x"], lambda v: v["a"][None, :]),
         Id("x^T a", "x", "a^T (a scalar is its own transpose)", "numerator", N_SIZES,
@@ -193,7 +196,7 @@ def catalogue() -> list[Identity]:
            lambda m, n: {"A": (n, m), "x": (n,)}, lambda v: v["x"][None, :] @ v["A"], lambda v: v["A"].T),
         Id("A^T x (mx1 column, via vec)", "x", "A^T", "numerator", MN_SIZES,
            lambda m, n: {"A": (n, m), "x": (n,)}, lambda v: v["A"].T @ v["x"][:, None], lambda v: v["A"].T),
-        Id("x^T x", "x", "2 x^T", "numerator", N_SIZES, vec_x,
+        Id("x^T x", "x", "2 x^T", "numerator", N_SIZES, _vec_x,
            lambda v: v["x"] @ v["x"], lambda v: 2 * v["x"][None, :]),
         Id("x^T A x", "x", "x^T (A + A^T)", "numerator", N_SIZES, lambda n: {"A": (n, n), "x": (n,)},
            lambda v: v["x"] @ v["A"] @ v["x"], lambda v: (v["x"] @ (v["A"] + v["A"].T))[None, :]),
@@ -203,18 +206,18 @@ def catalogue() -> list[Identity]:
         Id("x^T A x, A NOT symmetric", "x", "2 x^T A  [WRONG]", "numerator", ({"n": 2}, {"n": 3}, {"n": 6}),
            lambda n: {"A": (n, n), "x": (n,)}, lambda v: v["x"] @ v["A"] @ v["x"],
            lambda v: 2 * (v["x"] @ v["A"])[None, :], expect_fail=True),
-        Id("||x||_2", "x", "x^T / ||x||", "numerator", N_SIZES, vec_x,
+        Id("||x||_2", "x", "x^T / ||x||", "numerator", N_SIZES, _vec_x,
            lambda v: jnp.linalg.norm(v["x"]), lambda v: v["x"][None, :] / jnp.linalg.norm(v["x"])),
         Id("||A x - b||^2", "x", "2 (A x - b)^T A", "numerator", MN_SIZES,
            lambda m, n: {"A": (m, n), "b": (m,), "x": (n,)},
            lambda v: jnp.sum((v["A"] @ v["x"] - v["b"]) ** 2),
            lambda v: (2 * (v["A"] @ v["x"] - v["b"]) @ v["A"])[None, :]),
-        Id("x / ||x||", "x", "(I - u u^T) / ||x||, u = x/||x||", "numerator", N2_SIZES, vec_x,
+        Id("x / ||x||", "x", "(I - u u^T) / ||x||, u = x/||x||", "numerator", N2_SIZES, _vec_x,
            lambda v: v["x"] / jnp.linalg.norm(v["x"]),
            lambda v: (_I(v["x"].size) - jnp.outer(v["x"], v["x"]) / (v["x"] @ v["x"])) / jnp.linalg.norm(v["x"])),
         Id("a * x (elementwise)", "x", "diag(a)", "numerator", N_SIZES, lambda n: {"a": (n,), "x": (n,)},
            lambda v: v["a"] * v["x"], lambda v: _diag(v["a"])),
-        Id("x x^T (via vec)", "x", "I kron x + x kron I", "numerator", N_SIZES, vec_x,
+        Id("x x^T (via vec)", "x", "I kron x + x kron I", "numerator", N_SIZES, _vec_x,
            lambda v: jnp.outer(v["x"], v["x"]),
            lambda v: jnp.kron(_I(v["x"].size), v["x"][:, None]) + jnp.kron(v["x"][:, None], _I(v["x"].size))),
         Id("t a + t^2 b (vector of scalar)", "t", "a + 2 t b (mx1)", "numerator",
@@ -223,7 +226,13 @@ def catalogue() -> list[Identity]:
         Id("t A + t^2 B (matrix of scalar)", "t", "A + 2 t B (pxq)", "numerator", PQ_SIZES,
            lambda p, q: {"A": (p, q), "B": (p, q), "t": ()},
            lambda v: v["t"] * v["A"] + v["t"] ** 2 * v["B"], lambda v: v["A"] + 2 * v["t"] * v["B"]),
-        # -- the functions of deep learning ----------------------------------------------------------
+    ]
+
+
+def _deep_learning_identities() -> list[Identity]:
+    """The functions of deep learning: softmax, its losses, the activations."""
+    Id = Identity
+    return [
         Id("softmax(z)", "z", "diag(p) - p p^T, p = softmax(z)", "numerator", N2_SIZES, lambda n: {"z": (n,)},
            lambda v: _sm(v["z"]), lambda v: _diag(_sm(v["z"])) - jnp.outer(_sm(v["z"]), _sm(v["z"]))),
         Id("logsumexp(z)", "z", "softmax(z)^T", "numerator", N_SIZES, lambda n: {"z": (n,)},
@@ -231,23 +240,29 @@ def catalogue() -> list[Identity]:
         Id("-y^T log softmax(z)", "z", "(p - y)^T", "numerator", N2_SIZES, lambda n: {"y": (n,), "z": (n,)},
            lambda v: -(v["y"] * jax.nn.log_softmax(v["z"])).sum(), lambda v: (_sm(v["z"]) - v["y"])[None, :],
            kinds={"y": "onehot"}),
-        Id("sigmoid(x)", "x", "diag(s (1 - s)), s = sigmoid(x)", "numerator", N_SIZES, vec_x,
+        Id("sigmoid(x)", "x", "diag(s (1 - s)), s = sigmoid(x)", "numerator", N_SIZES, _vec_x,
            lambda v: _sig(v["x"]), lambda v: _diag(_sig(v["x"]) * (1 - _sig(v["x"])))),
-        Id("tanh(x)", "x", "diag(1 - tanh(x)^2)", "numerator", N_SIZES, vec_x,
+        Id("tanh(x)", "x", "diag(1 - tanh(x)^2)", "numerator", N_SIZES, _vec_x,
            lambda v: jnp.tanh(v["x"]), lambda v: _diag(1 - jnp.tanh(v["x"]) ** 2)),
-        Id("relu(x)", "x", "diag([x > 0])", "numerator", N_SIZES, vec_x,
+        Id("relu(x)", "x", "diag([x > 0])", "numerator", N_SIZES, _vec_x,
            lambda v: jax.nn.relu(v["x"]), lambda v: _diag((v["x"] > 0).astype(v["x"].dtype)),
            kinds={"x": "awayzero"}),
-        Id("softplus(x)", "x", "diag(sigmoid(x))", "numerator", N_SIZES, vec_x,
+        Id("softplus(x)", "x", "diag(sigmoid(x))", "numerator", N_SIZES, _vec_x,
            lambda v: jax.nn.softplus(v["x"]), lambda v: _diag(_sig(v["x"]))),
-        Id("log sigmoid(x)", "x", "diag(sigmoid(-x))", "numerator", N_SIZES, vec_x,
+        Id("log sigmoid(x)", "x", "diag(sigmoid(-x))", "numerator", N_SIZES, _vec_x,
            lambda v: jax.nn.log_sigmoid(v["x"]), lambda v: _diag(_sig(-v["x"]))),
-        Id("exp(x)", "x", "diag(exp(x))", "numerator", N_SIZES, vec_x,
+        Id("exp(x)", "x", "diag(exp(x))", "numerator", N_SIZES, _vec_x,
            lambda v: jnp.exp(v["x"]), lambda v: _diag(jnp.exp(v["x"]))),
         Id("sigmoid(a^T x)", "x", "s (1 - s) a^T, s = sigmoid(a^T x)", "numerator", N_SIZES,
            lambda n: {"a": (n,), "x": (n,)}, lambda v: _sig(v["a"] @ v["x"]),
            lambda v: (_sig(v["a"] @ v["x"]) * (1 - _sig(v["a"] @ v["x"])) * v["a"])[None, :]),
-        # -- scalar functions of a matrix (denominator layout: the gradient, X's shape) --------------
+    ]
+
+
+def _matrix_to_scalar_identities() -> list[Identity]:
+    """Scalar functions of a matrix (denominator layout: the gradient, X's shape)."""
+    Id = Identity
+    return [
         Id("tr(X)", "X", "I", "denominator", SQ_SIZES, lambda n: {"X": (n, n)},
            lambda v: jnp.trace(v["X"]), lambda v: _I(v["X"].shape[0])),
         Id("tr(A X)", "X", "A^T", "denominator", PQ_SIZES, lambda p, q: {"A": (q, p), "X": (p, q)},
@@ -275,7 +290,13 @@ def catalogue() -> list[Identity]:
            ({"b": 4, "d": 3, "k": 2}, {"b": 5, "d": 1, "k": 3}, {"b": 3, "d": 4, "k": 1}),
            lambda b, d, k: {"X": (b, d), "Y": (b, k), "W": (d, k)},
            lambda v: jnp.sum((v["X"] @ v["W"] - v["Y"]) ** 2), lambda v: 2 * v["X"].T @ (v["X"] @ v["W"] - v["Y"])),
-        # a dense layer z = W x + b feeding softmax cross-entropy; δ = dL/dz = softmax(z) - y
+    ]
+
+
+def _dense_layer_identities() -> list[Identity]:
+    """A dense layer z = W x + b feeding softmax cross-entropy; δ = dL/dz = softmax(z) - y."""
+    Id = Identity
+    return [
         Id("L(W x + b) [dense layer]", "W", "delta x^T", "denominator",
            ({"k": 2, "d": 3}, {"k": 4, "d": 1}, {"k": 5, "d": 5}),
            lambda k, d: {"x": (d,), "b": (k,), "y": (k,), "W": (k, d)}, _dense_loss,
@@ -288,7 +309,13 @@ def catalogue() -> list[Identity]:
            ({"k": 2, "d": 3}, {"k": 4, "d": 1}, {"k": 5, "d": 5}),
            lambda k, d: {"W": (k, d), "b": (k,), "y": (k,), "x": (d,)}, _dense_loss,
            lambda v: (v["W"].T @ _dense_delta(v))[:, None], kinds={"y": "onehot"}),
-        # -- matrix functions of a matrix, through vec: d vec(F) / d vec(X)^T ---------------------------
+    ]
+
+
+def _matrix_to_matrix_identities() -> list[Identity]:
+    """Matrix functions of a matrix, through vec: d vec(F) / d vec(X)^T."""
+    Id = Identity
+    return [
         Id("A X B (via vec)", "X", "B^T kron A", "numerator", PQ_SIZES,
            lambda p, q: {"A": (2, p), "B": (q, 3), "X": (p, q)},
            lambda v: v["A"] @ v["X"] @ v["B"], lambda v: jnp.kron(v["B"].T, v["A"])),
@@ -307,7 +334,12 @@ def catalogue() -> list[Identity]:
            lambda v: (jnp.kron(_I(v["X"].shape[1]), v["X"].T)
                       + jnp.kron(v["X"].T, _I(v["X"].shape[1])) @ _K(*v["X"].shape))),
     ]
-    return ids
+
+
+def catalogue() -> list[Identity]:
+    """Every identity, in reading order."""
+    return (_vector_identities() + _deep_learning_identities() + _matrix_to_scalar_identities()
+            + _dense_layer_identities() + _matrix_to_matrix_identities())
 
 
 def _compute(identity: Identity, dims: dict[str, int], layout: str):
