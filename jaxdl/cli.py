@@ -5,12 +5,57 @@ Every bad input ends as one `error: ...` line on stderr and a non-zero exit:
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.util
 import os
 import sys
+import traceback
+from pathlib import Path
 
-from jaxdl.discover import experiment_names, load_experiment  # noqa: F401  (the library's loader, re-exported)
 from jaxdl.errors import Interrupted, JaxdlError, NumericalFault
+
+# ---- experiments: one copyable file each, loaded from its file (no package, no sys.path edit) ----
+
+EXPERIMENTS_ENV = "JAXDL_EXPERIMENTS"
+
+
+def experiments_dir() -> Path:
+    """Where experiment files are found: $JAXDL_EXPERIMENTS, else ./experiments, else the
+    experiments/ folder beside the installed package (a checkout)."""
+    if os.environ.get(EXPERIMENTS_ENV):
+        return Path(os.environ[EXPERIMENTS_ENV])
+    here = Path.cwd() / "experiments"
+    if here.is_dir():
+        return here
+    return Path(__file__).resolve().parent.parent / "experiments"
+
+
+def experiment_names() -> list[str]:
+    """The experiments: every `NAME.py` in `experiments_dir()` not starting with '_'."""
+    folder = experiments_dir()
+    return sorted(p.stem for p in folder.glob("*.py") if not p.name.startswith("_")) if folder.is_dir() else []
+
+
+def load_experiment(name: str):
+    """The module of experiment `name` (or of a path to an experiment file), loaded from its
+    file: each experiment is a self-contained, copyable file."""
+    path = Path(name) if name.endswith(".py") else experiments_dir() / f"{name}.py"
+    if not path.is_file():
+        raise JaxdlError(f"unknown experiment {name!r}; known: {', '.join(experiment_names())}")
+    module_name = f"jaxdl_experiment_{path.stem}"
+    if module_name in sys.modules and getattr(sys.modules[module_name], "__file__", None) == str(path):
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look the module up by name
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
+
 
 USAGE = """usage: python -m jaxdl <command> [args]
 
@@ -26,7 +71,6 @@ commands:
 # command -> "module:function" taking argv, returning an exit code. Imported when called, so
 # that `ps`, `stop` and `list` start at once (without jax) and a broken room breaks no other.
 COMMANDS = {
-    "exp": "jaxdl.exp:main_exp",
     "verify": "jaxdl.verify.cli:main",
     "ps": "jaxdl.runs.ps:main_ps",
     "stop": "jaxdl.runs.ps:main_stop",
@@ -35,11 +79,53 @@ COMMANDS = {
 }
 
 
+def main_exp(argv: list[str]) -> int:
+    """`python -m jaxdl exp NAME [flags]`: parse the experiment's flags and run its main, with
+    signals handled (and, with --debug-nans, op by op)."""
+    # Deferred, and only here: `ps`, `stop` and `list` must start without importing jax.
+    import jax
+
+    from jaxdl.config import build_parser, parse_config
+    from jaxdl.runs import signals
+
+    if not argv:
+        raise JaxdlError(f"exp: name an experiment; known: {', '.join(experiment_names())}")
+    name, argv = argv[0], argv[1:]
+    module = load_experiment(name)
+    prog = f"python -m jaxdl exp {name}"
+    if "-h" in argv or "--help" in argv:
+        build_parser(module.Config, prog).print_help()
+        return 0
+    cfg = parse_config(module.Config, argv, prog)
+    debug_nans = bool(getattr(cfg, "debug_nans", False))
+    nan_checks = contextlib.ExitStack()
+    if debug_nans:  # op by op, so that JAX names the operation that made the NaN and the line calling it
+        jax.clear_caches()  # compiled fast paths from earlier runs in this process would skip the checks
+        nan_checks.enter_context(jax.debug_nans(True))
+        nan_checks.enter_context(jax.debug_infs(True))
+        nan_checks.enter_context(jax.disable_jit())
+    # From here on SIGINT/SIGTERM/SIGHUP end the run cleanly wherever it is (see runs/signals.py).
+    with signals.graceful(), nan_checks:
+        try:
+            run = module.main(cfg)
+        except FloatingPointError as e:
+            if not debug_nans:
+                raise
+            traceback.print_exc()
+            raise NumericalFault(f"--debug-nans: {str(e).splitlines()[0].rstrip('.')}; the traceback above ends at the "
+                                 f"operation and the line that made it") from None
+    if run is not None:
+        print(getattr(run, "dir", run), flush=True)
+    return 0
+
+
 def _dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
+    if command == "exp":
+        return main_exp(rest)
     if command == "list":
         print("\n".join(experiment_names()))
         return 0
@@ -47,7 +133,7 @@ def _dispatch(argv: list[str]) -> int:
         raise JaxdlError("bench: the benchmarks live in the repository's benchmarks/ folder: run `make bench` "
                          "(or `python -m benchmarks`) from a checkout")
     if command not in COMMANDS:
-        raise JaxdlError(f"unknown command {command!r}; known: list, {', '.join(COMMANDS)}")
+        raise JaxdlError(f"unknown command {command!r}; known: exp, list, {', '.join(COMMANDS)}")
     module_name, func = COMMANDS[command].split(":")
     return int(getattr(importlib.import_module(module_name), func)(rest) or 0)
 

@@ -5,7 +5,7 @@
     loop.py    the epoch loop, and the state it shares with its hooks
     hooks.py   NaN guard, evaluation, early stopping, metrics log, progress, checkpoints, signals
 """
-from jaxdl.harness.runner import resume_command, run
+from jaxdl.harness.runner import run
 from jaxdl.harness.task import Batches, Outcome, Part, Result, Rounds, Task
 
-__all__ = ["Batches", "Outcome", "Part", "Result", "Rounds", "Task", "resume_command", "run"]
+__all__ = ["Batches", "Outcome", "Part", "Result", "Rounds", "Task", "run"]

@@ -27,13 +27,8 @@ from jaxdl.harness import hooks
 from jaxdl.harness.loop import fit
 from jaxdl.harness.task import Batches, Outcome, Part, Result, Rounds, Task
 from jaxdl.runs import signals
-from jaxdl.runs.run import Run
+from jaxdl.runs.run import Run, resume_command
 from jaxdl.train.step import make_train_step
-
-
-def resume_command(experiment: str, run_dir) -> str:
-    """The command that continues the run in `run_dir` (the top folder of a run with parts)."""
-    return f"{processes.command_prefix()} exp {experiment} --resume {run_dir}"
 
 
 def open_run(experiment: str, cfg, layout: devices.Layout, *, out: str = "", resume: str = "") -> Run:
@@ -149,7 +144,7 @@ def run(cfg, experiment: str, build: Callable[[], Task | dict[str, Part]], *,
     plan = build()
     placed = place(plan, layout) if isinstance(plan, Task) else None
     with open_run(experiment, cfg, layout, out=cfg.out, resume=cfg.resume) as top:
-        hint = resume_command(experiment, top.dir)
+        hint = resume_command(experiment, top.dir, prefix=processes.command_prefix())
         if save_inputs is not None and top.is_writer:
             save_inputs(top)
         if isinstance(plan, Task):

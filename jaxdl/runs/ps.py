@@ -26,7 +26,7 @@ from pathlib import Path
 
 from jaxdl.errors import JaxdlError
 from jaxdl.runs import lock, registry
-from jaxdl.runs.run import checkpoint_epochs, is_finished, last_epoch, read_json, recorded_experiment
+from jaxdl.runs.run import checkpoint_epochs, is_finished, last_epoch, read_json, recorded_experiment, resume_command
 
 RECENT = 20
 
@@ -139,7 +139,7 @@ def main_stop(argv: list[str]) -> int:
         raise JaxdlError(f"{run_dir}: its process {held.get('pid')} runs on host {held.get('host')}; stop it there")
     info = describe(run_dir)
     experiment = info["experiment"] or "NAME"
-    resume = f"python -m jaxdl exp {experiment} --resume {run_dir}"
+    resume = resume_command(experiment, run_dir)
     if state == "dead":
         how = "finished" if info["state"] == "finished" else \
             f"not running; checkpoint: epoch {info['checkpoint']}; resume with: {resume}" \

@@ -36,6 +36,12 @@ CKPT_DIR = "checkpoints"
 PER_INVOCATION = frozenset({"resume", "out", "debug_nans", "progress"})
 
 
+def resume_command(experiment: str, run_dir, *, prefix: str = "python -m jaxdl") -> str:
+    """The command that continues the run in `run_dir` (`prefix`: how jaxdl was started, e.g.
+    through `launch`)."""
+    return f"{prefix} exp {experiment} --resume {run_dir}"
+
+
 def _json_default(x):
     if isinstance(x, np.generic) or hasattr(x, "__array__"):  # numpy scalars, numpy and jax arrays
         a = np.asarray(x)
@@ -269,7 +275,7 @@ def _choose_folder(experiment: str, config: dict, *, out: str, resume: str) -> t
         recorded = recorded_experiment(run_dir)
         if recorded is not None and recorded != experiment:
             raise JaxdlError(f"--resume {resume}: holds a {recorded!r} run, not {experiment!r}; "
-                             f"resume it with: python -m jaxdl exp {recorded} --resume {resume}")
+                             f"resume it with: {resume_command(recorded, resume)}")
         _refuse_if_held(run_dir)
         reached = checkpoint_epochs(run_dir)
         max_epochs = config.get("max_epochs")
