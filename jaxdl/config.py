@@ -84,7 +84,7 @@ class DeviceOptions:
     """Which devices a run uses, and the form of data parallelism over them."""
 
     devices: str = field(default="all", metadata=doc("'all', a count, or indices like 0,2,3"))
-    parallel: Parallel = field(default="pmap", metadata=doc("data-parallel form"))
+    parallel: Parallel = field(default=MODES[0], metadata=doc("data-parallel form"))
 
 
 @dataclass

@@ -1,0 +1,155 @@
+"""The harness's pieces, each alone: the loop and a hook of one's own, the config groups and
+`@defaults`, the run folder as a context manager, a Task trained end to end."""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import field
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxdl import harness
+from jaxdl.config import KGEOptions, TrainConfig, build_parser, defaults, doc, parse_config
+from jaxdl.errors import JaxdlError
+from jaxdl.harness.loop import Loop, fit
+from jaxdl.runs import lock
+from jaxdl.runs.run import Run
+from jaxdl.train.epoch import shuffled_indices, take_rows
+from jaxdl.train.optim import OPTIMIZERS
+from jaxdl.train.step import init_state
+
+
+def test_the_loop_calls_a_hook_of_ones_own_in_order_and_stops_when_asked():
+    seen = []
+
+    class Recorder:  # a user's hook: no base class, only the methods it needs
+        def start(self, loop):
+            seen.append(("start", loop.epoch))
+
+        def after_epoch(self, loop):
+            seen.append(("epoch", loop.epoch, loop.record["train_x"]))
+            loop.stop = loop.epoch == 3
+
+        def close(self, loop):
+            seen.append(("close", loop.epoch))
+
+    def epoch_fn(state, key):
+        return state + 1, {"x": jnp.arange(4.0) + state, "finite": jnp.ones(4, bool)}
+
+    loop = fit(Loop(state=jnp.asarray(0.0), epoch=0, max_epochs=10), epoch_fn, jax.random.key(0), [Recorder()])
+    assert loop.epoch == 3 and float(loop.state) == 3.0
+    assert seen == [("start", 0), ("epoch", 1, 1.5), ("epoch", 2, 2.5), ("epoch", 3, 3.5), ("close", 3)]
+
+
+def test_close_runs_even_when_a_hook_raises():
+    closed = []
+
+    class Boom:
+        def after_epoch(self, loop):
+            raise JaxdlError("boom")
+
+        def close(self, loop):
+            closed.append(loop.epoch)
+
+    with pytest.raises(JaxdlError, match="boom"):
+        fit(Loop(state=jnp.zeros(()), epoch=0, max_epochs=3), lambda s, k: (s, {"finite": jnp.ones(1, bool)}),
+            jax.random.key(0), [Boom()])
+    assert closed == [1]
+
+
+@defaults(lr=(0.03, "the book"), batch_size=10, optimizer="adam")
+class _Cfg(TrainConfig):
+    """A toy experiment config."""
+
+    width: int = field(default=4, metadata=doc("a width", gt=0))
+
+
+def test_defaults_keep_help_bounds_and_order_and_name_their_source():
+    cfg = _Cfg()
+    assert (cfg.lr, cfg.batch_size, cfg.optimizer, cfg.max_epochs) == (0.03, 10, "adam", 10)
+    names = [f.name for f in dataclasses.fields(_Cfg)]
+    assert names[:3] == ["seed", "out", "resume"] and names[-1] == "width"
+    assert names.index("lr") < names.index("devices")  # an inherited field keeps its place
+    text = build_parser(_Cfg, "prog").format_help()
+    assert "(default: 0.03, the book)" in text
+    assert "{" + ",".join(OPTIMIZERS) + "}" in text.replace("\n", "").replace(" ", "")
+    with pytest.raises(JaxdlError, match="--lr: must be > 0"):
+        parse_config(_Cfg, ["--lr", "0"], "prog")
+    with pytest.raises(JaxdlError, match="--optimizer: 'lion' is not one of"):
+        parse_config(_Cfg, ["--optimizer", "lion"], "prog")
+
+
+def test_defaults_refuse_a_field_that_does_not_exist_or_a_second_dataclass():
+    with pytest.raises(TypeError, match="no inherited field 'nope'"):
+        defaults(nope=1)(type("C", (TrainConfig,), {"__annotations__": {}}))
+    with pytest.raises(TypeError, match="instead of @dataclass"):
+        defaults(lr=1.0)(dataclasses.dataclass(type("D", (TrainConfig,), {"__annotations__": {}})))
+
+
+def test_kge_group_is_shared_and_checks_itself():
+    @defaults(max_epochs=100)
+    class K(KGEOptions, TrainConfig):
+        """kge"""
+
+    assert K().model == "transe" and K().max_epochs == 100
+    with pytest.raises(JaxdlError, match="--norm applies to TransE only"):
+        parse_config(K, ["--model", "rotate", "--norm", "2"], "prog")
+
+
+def test_a_run_is_a_context_manager_that_releases_its_lock(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXDL_REGISTRY", str(tmp_path / "registry"))
+    with pytest.raises(RuntimeError), Run.open("toy", {"max_epochs": 1}, out=str(tmp_path / "r")) as run:
+        assert lock.holds(run.dir)
+        raise RuntimeError("the experiment failed")
+    assert not lock.holds(tmp_path / "r")
+
+
+def _toy_task(seed=0):
+    X = np.asarray(jax.random.normal(jax.random.key(seed), (64, 3)), np.float32)
+    y = X @ np.asarray([1.0, -2.0, 0.5], np.float32)
+    opt = optax.sgd(0.1)
+
+    def loss_fn(params, batch, key):
+        return jnp.mean((batch["X"] @ params["w"] - batch["y"]) ** 2), {}
+
+    return harness.Task(
+        state=init_state({"w": jnp.zeros(3)}, opt), loss_fn=loss_fn, optimizer=opt,
+        epoch=harness.Batches({"X": X, "y": y}, partial(shuffled_indices, batch_size=16), take_rows, 16),
+        evaluate=lambda p: {"w_error": float(np.abs(p["w"] - np.asarray([1.0, -2.0, 0.5])).max())},
+        monitor=("w_error", "min"), report=lambda run, result: {"w": np.asarray(result.best_params["w"]).tolist()})
+
+
+@dataclasses.dataclass
+class _ToyCfg(TrainConfig):
+    """toy"""
+
+
+def test_run_trains_a_task_and_writes_the_run_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXDL_REGISTRY", str(tmp_path / "registry"))
+    cfg = _ToyCfg(max_epochs=6, ckpt_every=2, out=str(tmp_path / "r"), progress=False, devices="1")
+    run = harness.run(cfg, "toy", _toy_task)
+    summary = json.loads((run.dir / "summary.json").read_text())
+    assert summary["finished"] is True and summary["epochs"] == 6
+    np.testing.assert_allclose(summary["w"], [1.0, -2.0, 0.5], atol=0.05)
+    rows = [json.loads(line) for line in (run.dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6] and all("w_error" in r for r in rows)
+    assert sorted(p.name for p in (run.dir / "checkpoints").iterdir() if p.name.isdigit()) == ["4", "6"]
+    assert not lock.holds(run.dir)
+    # extended by resuming: epochs 7-8 continue from the checkpoint of epoch 6
+    longer = harness.run(dataclasses.replace(cfg, out="", resume=str(run.dir), max_epochs=8), "toy", _toy_task)
+    rows = [json.loads(line) for line in (longer.dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, 9))
+
+
+def test_bad_settings_are_refused_before_the_run_folder_exists(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXDL_REGISTRY", str(tmp_path / "registry"))
+    cfg = _ToyCfg(batch_size=1000, out=str(tmp_path / "r"), progress=False, devices="1")
+    with pytest.raises(JaxdlError, match="--batch-size 1000: larger than the 64 training examples"):
+        harness.run(cfg, "toy", lambda: dataclasses.replace(_toy_task(), epoch=harness.Batches(
+            _toy_task().epoch.data, partial(shuffled_indices, batch_size=1000), take_rows, 1000)))
+    assert not (tmp_path / "r").exists()
