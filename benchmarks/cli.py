@@ -224,6 +224,52 @@ def plot(records: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def _measure_peaks(ctx: BenchContext, machine: dict, console: Console, *, quick: bool, threads: int) -> dict:
+    """The float32 matmul peak (printed, and set as `ctx.peak_gflops`) and, when PyTorch is
+    installed, PyTorch's peak (its version into `machine`)."""
+    peak = measure_peak(quick)
+    ctx.peak_gflops = peak["peak_gflops"]
+    console.print(f"float32 matmul peak: {peak['peak_gflops']:.1f} GFLOP/s "
+                  f"(n={peak['peak_matmul_n']}, {threads} thread(s))")
+    torch = import_torch(ctx)
+    if torch is not None:
+        machine["torch"] = torch.__version__
+        peak["peer_torch_peak_gflops"] = measure_torch_peak(torch, peak["peak_matmul_n"])
+    return peak
+
+
+def _run_workloads(workloads: list[Workload], ctx: BenchContext, console: Console, peak_gflops: float) -> list[dict]:
+    """Every workload's record (derived figures added), in turn, each with one status line."""
+    records = []
+    for i, w in enumerate(workloads, 1):
+        with console.status(f"[{i}/{len(workloads)}] {w.name}"):
+            record = add_derived(run_one(w, ctx), peak_gflops)
+        records.append(record)
+        status = f"error: {record['error']}" if "error" in record else \
+                 f"skipped: {record['skipped']}" if "skipped" in record else "ok"
+        console.print(f"[{i}/{len(workloads)}] {w.name}: {status} ({record['wall_s']:.1f} s)", highlight=False)
+    return records
+
+
+def _print_report(console: Console, records: list[dict], peak: dict, machine: dict, notes: list[str], *,
+                  threads: int, pinned: bool) -> None:
+    """The table, how loaded the machine was, every target (met, missed or not measured) and the notes."""
+    console.print(render_table(records, peak, threads, pinned))
+    load = f"load average {machine['loadavg_start'][0]:.2f} at the start, {machine['loadavg_end'][0]:.2f} at the end"
+    if "peak_end_gflops" in peak:
+        load += f"; matmul peak {peak['peak_end_gflops']:.0f} GFLOP/s at the end"
+    if "peer_torch_peak_gflops" in peak:
+        load += f"; PyTorch's matmul peak {peak['peer_torch_peak_gflops']:.0f} GFLOP/s"
+    console.print(load, highlight=False)
+    for r in records:
+        for t in r.get("targets", []):
+            mark = {True: "[green]met[/green]", False: "[red]missed[/red]", None: "not measured"}[t["met"]]
+            value = "—" if t["value"] is None else f"{t['value']:.3g}"
+            console.print(f"target {r['name']}: {t['target']}: {value} (limit {t['limit']:.3g}) {mark}")
+    for note in notes:
+        console.print(f"note: {note}", highlight=False)
+
+
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
     workloads = select(discover(), args.only)
@@ -239,22 +285,8 @@ def main(argv: list[str]) -> int:
                            shared_data=SHARED_DATA if SHARED_DATA.is_dir() else None)
         if not pinned:
             ctx.notes.append(f"XLA's CPU backend started before the bench could set PJRT_NPROC={args.threads}")
-        peak = measure_peak(args.quick)
-        ctx.peak_gflops = peak["peak_gflops"]
-        console.print(f"float32 matmul peak: {peak['peak_gflops']:.1f} GFLOP/s "
-                      f"(n={peak['peak_matmul_n']}, {args.threads} thread(s))")
-        torch = import_torch(ctx)
-        if torch is not None:
-            machine["torch"] = torch.__version__
-            peak["peer_torch_peak_gflops"] = measure_torch_peak(torch, peak["peak_matmul_n"])
-        records = []
-        for i, w in enumerate(workloads, 1):
-            with console.status(f"[{i}/{len(workloads)}] {w.name}"):
-                record = add_derived(run_one(w, ctx), peak["peak_gflops"])
-            records.append(record)
-            status = f"error: {record['error']}" if "error" in record else \
-                     f"skipped: {record['skipped']}" if "skipped" in record else "ok"
-            console.print(f"[{i}/{len(workloads)}] {w.name}: {status} ({record['wall_s']:.1f} s)", highlight=False)
+        peak = _measure_peaks(ctx, machine, console, quick=args.quick, threads=args.threads)
+        records = _run_workloads(workloads, ctx, console, peak["peak_gflops"])
         machine["loadavg_end"] = list(os.getloadavg())
         if not args.quick:  # the same measurement after the workloads: how steady the machine was
             peak["peak_end_gflops"] = measure_peak(args.quick)["peak_gflops"]
@@ -264,20 +296,7 @@ def main(argv: list[str]) -> int:
                   "workloads": records}
         write_json_atomic(run.dir / "bench.json", result)
         plot(records, run.dir / "bench.png")
-        console.print(render_table(records, peak, args.threads, pinned))
-        load = f"load average {machine['loadavg_start'][0]:.2f} at the start, {machine['loadavg_end'][0]:.2f} at the end"
-        if "peak_end_gflops" in peak:
-            load += f"; matmul peak {peak['peak_end_gflops']:.0f} GFLOP/s at the end"
-        if "peer_torch_peak_gflops" in peak:
-            load += f"; PyTorch's matmul peak {peak['peer_torch_peak_gflops']:.0f} GFLOP/s"
-        console.print(load, highlight=False)
-        for r in records:
-            for t in r.get("targets", []):
-                mark = {True: "[green]met[/green]", False: "[red]missed[/red]", None: "not measured"}[t["met"]]
-                value = "—" if t["value"] is None else f"{t['value']:.3g}"
-                console.print(f"target {r['name']}: {t['target']}: {value} (limit {t['limit']:.3g}) {mark}")
-        for note in ctx.notes:
-            console.print(f"note: {note}", highlight=False)
+        _print_report(console, records, peak, machine, ctx.notes, threads=args.threads, pinned=pinned)
         failed = [r["name"] for r in records if "error" in r]
         run.write_summary({"finished": True, "failed": failed, "peak_gflops": peak["peak_gflops"],
                            "workloads": len(records)})

@@ -235,39 +235,9 @@ def run_softmax_epoch(ctx: BenchContext) -> dict:
     record: dict = {"name": "softmax_epoch", "examples": n, "batch": B, "steps": S,
                     "gflop": S * dense_train_gflop(B, [c["num_inputs"], c["num_classes"]])}
     repeats = 3 if ctx.quick else 10
-
-    # 1. the compiled epoch: shuffle + 234 steps in one executable, state donated
-    scan_epoch = ep.make_scan_epoch(train_step, partial(ep.shuffled_indices, batch_size=B), load_batch=ep.take_rows)
-    t0 = time.perf_counter()
-    scan_epoch.lower(fresh_state(), data, k_epoch).compile()
-    record["compile_ms"] = (time.perf_counter() - t0) * 1e3
-    t = time_call(threaded(scan_epoch, fresh_state(), data, k_epoch), warmup=2, repeats=repeats)
-    record.update({"scan_ms": t["median_ms"], "scan_p10_ms": t["p10_ms"], "scan_p90_ms": t["p90_ms"],
-                   "jit_ms": t["median_ms"], "jit_p10_ms": t["p10_ms"], "jit_p90_ms": t["p90_ms"]})
-
-    # the same, with the shuffled copy of the data materialised first (`shuffled_batches`)
-    copy_epoch = ep.make_scan_epoch(train_step, partial(ep.shuffled_batches, batch_size=B))
-    t = time_call(threaded(copy_epoch, fresh_state(), data, k_epoch), warmup=2, repeats=repeats)
-    record.update({"scan_copy_ms": t["median_ms"], "scan_copy_p10_ms": t["p10_ms"], "scan_copy_p90_ms": t["p90_ms"]})
-
-    # 2. a Python loop of jitted steps over the same batches (shuffled by one jitted call)
-    make_batches = jax.jit(partial(ep.shuffled_batches, batch_size=B))
-    jitted_step = jax.jit(train_step, donate_argnums=0)
-
-    def loop_epoch(state, data, key):
-        k_batches, k_steps = jax.random.split(key)
-        return ep.loop_steps(jitted_step, state, make_batches(data, k_batches), k_steps)
-
-    t = time_call(threaded(loop_epoch, fresh_state(), data, k_epoch), warmup=1, repeats=repeats)
-    record.update({"loop_ms": t["median_ms"], "loop_p10_ms": t["p10_ms"], "loop_p90_ms": t["p90_ms"]})
-
-    # 3. eager: the same loop, nothing compiled beyond single primitives
-    def eager_epoch(state, data, key):
-        k_batches, k_steps = jax.random.split(key)
-        return ep.loop_steps(train_step, state, ep.shuffled_batches(data, k_batches, B), k_steps)
-
-    t = time_call(threaded(eager_epoch, fresh_state(), data, k_epoch), warmup=1, repeats=2 if ctx.quick else 3)
-    record.update({"eager_ms": t["median_ms"], "eager_p10_ms": t["p10_ms"], "eager_p90_ms": t["p90_ms"]})
+    scan_epoch = _time_scan_epochs(record, train_step, fresh_state, data, k_epoch, batch_size=B, repeats=repeats)
+    loop_epoch = _time_loop_epochs(record, train_step, fresh_state, data, k_epoch, batch_size=B, repeats=repeats,
+                                   eager_repeats=2 if ctx.quick else 3)
     record["speedup"] = record["eager_ms"] / record["jit_ms"]
     record["scan_over_loop"] = record["loop_ms"] / record["scan_ms"]
 
@@ -282,6 +252,53 @@ def run_softmax_epoch(ctx: BenchContext) -> dict:
         target(">= 10x faster than the book's DataLoader loop (ratio)", record.get("ratio_torch_dataloader"), 0.1),
         target(">= 3x faster than PyTorch tensor indexing (ratio)", record.get("ratio_torch_slicing"), 1 / 3)]
     return record
+
+
+def _time_scan_epochs(record: dict, train_step, fresh_state, data: dict, key, *, batch_size: int, repeats: int):
+    """Time the compiled epoch (shuffle + every step in one executable, state donated; its
+    compilation too) and the same with the shuffled copy of the data materialised first, into
+    `record`; returns the compiled epoch."""
+    B = batch_size
+    # 1. the compiled epoch: shuffle + 234 steps in one executable, state donated
+    scan_epoch = ep.make_scan_epoch(train_step, partial(ep.shuffled_indices, batch_size=B), load_batch=ep.take_rows)
+    t0 = time.perf_counter()
+    scan_epoch.lower(fresh_state(), data, key).compile()
+    record["compile_ms"] = (time.perf_counter() - t0) * 1e3
+    t = time_call(threaded(scan_epoch, fresh_state(), data, key), warmup=2, repeats=repeats)
+    record.update({"scan_ms": t["median_ms"], "scan_p10_ms": t["p10_ms"], "scan_p90_ms": t["p90_ms"],
+                   "jit_ms": t["median_ms"], "jit_p10_ms": t["p10_ms"], "jit_p90_ms": t["p90_ms"]})
+
+    # the same, with the shuffled copy of the data materialised first (`shuffled_batches`)
+    copy_epoch = ep.make_scan_epoch(train_step, partial(ep.shuffled_batches, batch_size=B))
+    t = time_call(threaded(copy_epoch, fresh_state(), data, key), warmup=2, repeats=repeats)
+    record.update({"scan_copy_ms": t["median_ms"], "scan_copy_p10_ms": t["p10_ms"], "scan_copy_p90_ms": t["p90_ms"]})
+    return scan_epoch
+
+
+def _time_loop_epochs(record: dict, train_step, fresh_state, data: dict, key, *, batch_size: int, repeats: int,
+                      eager_repeats: int):
+    """Time a Python loop of jitted steps and the same loop eager, into `record`; returns the
+    jitted loop's epoch."""
+    B = batch_size
+    # 2. a Python loop of jitted steps over the same batches (shuffled by one jitted call)
+    make_batches = jax.jit(partial(ep.shuffled_batches, batch_size=B))
+    jitted_step = jax.jit(train_step, donate_argnums=0)
+
+    def loop_epoch(state, data, key):
+        k_batches, k_steps = jax.random.split(key)
+        return ep.loop_steps(jitted_step, state, make_batches(data, k_batches), k_steps)
+
+    t = time_call(threaded(loop_epoch, fresh_state(), data, key), warmup=1, repeats=repeats)
+    record.update({"loop_ms": t["median_ms"], "loop_p10_ms": t["p10_ms"], "loop_p90_ms": t["p90_ms"]})
+
+    # 3. eager: the same loop, nothing compiled beyond single primitives
+    def eager_epoch(state, data, key):
+        k_batches, k_steps = jax.random.split(key)
+        return ep.loop_steps(train_step, state, ep.shuffled_batches(data, k_batches, B), k_steps)
+
+    t = time_call(threaded(eager_epoch, fresh_state(), data, key), warmup=1, repeats=eager_repeats)
+    record.update({"eager_ms": t["median_ms"], "eager_p10_ms": t["p10_ms"], "eager_p90_ms": t["p90_ms"]})
+    return loop_epoch
 
 
 def _torch_epochs(ctx: BenchContext, record: dict, data: dict, *, repeats: int) -> None:

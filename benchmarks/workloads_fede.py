@@ -93,12 +93,36 @@ def build(kg, settings: dict, num_clients: int = NUM_CLIENTS, seed: int = 0):
     # triples (padded only to whole batches, like a DataLoader without drop_last); per round
     # the server's rows are sent down, each client trains in turn (one jitted local_train
     # per client shape), and the server averages the uploaded tables.
-    train_one = jax.jit(lambda s, t, m, k: fed.local_train(step, s, t, m, k, local_epochs=L, batch_size=B))
+    exchange = _server_exchange(data, num_clients)
+    own = _own_clients(split, data, state, B)
+    looped = _looped_round(step, own, exchange, local_epochs=L, batch_size=B)
+    looped_steps = _looped_steps_round(step, own, exchange, local_epochs=L, batch_size=B)
+
+    def vmapped_round(server_entity, key):
+        return vmapped(state._replace(server_entity=server_entity), data, key)[0].server_entity
+
+    def padded_round(server_entity, key):
+        return padded(state._replace(server_entity=server_entity), data, key)[0].server_entity
+
+    return vmapped_round, padded_round, looped, looped_steps, state.server_entity, split
+
+
+def _server_exchange(data, num_clients: int):
+    """The loops' jitted exchanges with the server: (download (server rows into a client's
+    table where it holds the entity), upload (the server's averaged table), client_keys
+    (each client's key for the round))."""
     download = jax.jit(lambda server, ent, holds: jnp.where(holds[:, None], server, ent))
     upload = jax.jit(lambda ent_CxExD, server: fed.aggregate_entities(ent_CxExD, data.entity_mask_CxE,
                                                                       data.client_mask_C, server)[0])
     client_keys = jax.jit(lambda key: jax.vmap(lambda c: jax.random.fold_in(jax.random.split(key)[1], c))(
         jnp.arange(num_clients)))
+    return download, upload, client_keys
+
+
+def _own_clients(split, data, state, batch_size: int) -> list[tuple]:
+    """Per client, for the loops: (its own train triples padded to whole batches, their mask,
+    its entity mask, its initial state)."""
+    B = batch_size
     own = []
     for i, c in enumerate(split.clients):
         n = -(-len(c.train) // B) * B
@@ -106,6 +130,15 @@ def build(kg, settings: dict, num_clients: int = NUM_CLIENTS, seed: int = 0):
         triples[: len(c.train)] = c.train
         own.append((jnp.asarray(triples), jnp.asarray(np.arange(n) < len(c.train)), data.entity_mask_CxE[i],
                     jax.tree.map(lambda a: a[i], state.clients)))
+    return own
+
+
+def _looped_round(step, own: list[tuple], exchange, *, local_epochs: int, batch_size: int):
+    """One round as a Python loop over the clients, each client's local training one jitted
+    `local_train` call."""
+    L, B = local_epochs, batch_size
+    download, upload, client_keys = exchange
+    train_one = jax.jit(lambda s, t, m, k: fed.local_train(step, s, t, m, k, local_epochs=L, batch_size=B))
 
     def looped(server_entity, key):
         keys = client_keys(key)
@@ -117,8 +150,14 @@ def build(kg, settings: dict, num_clients: int = NUM_CLIENTS, seed: int = 0):
             entity_tables.append(trained.params["entity"])
         return upload(jnp.stack(entity_tables), server_entity)
 
-    # The loop one level further down, as PyTorch code runs it: Python loops over the
-    # clients, their local epochs and their batches, each batch one jitted train step.
+    return looped
+
+
+def _looped_steps_round(step, own: list[tuple], exchange, *, local_epochs: int, batch_size: int):
+    """The loop one level further down, as PyTorch code runs it: Python loops over the
+    clients, their local epochs and their batches, each batch one jitted train step."""
+    L, B = local_epochs, batch_size
+    download, upload, client_keys = exchange
     jit_step = jax.jit(step)
 
     @jax.jit
@@ -141,13 +180,7 @@ def build(kg, settings: dict, num_clients: int = NUM_CLIENTS, seed: int = 0):
             entity_tables.append(client.params["entity"])
         return upload(jnp.stack(entity_tables), server_entity)
 
-    def vmapped_round(server_entity, key):
-        return vmapped(state._replace(server_entity=server_entity), data, key)[0].server_entity
-
-    def padded_round(server_entity, key):
-        return padded(state._replace(server_entity=server_entity), data, key)[0].server_entity
-
-    return vmapped_round, padded_round, looped, looped_steps, state.server_entity, split
+    return looped_steps
 
 
 def _interleaved(fns, *args, repeats: int) -> list[dict]:

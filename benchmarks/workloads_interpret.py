@@ -171,6 +171,45 @@ def _warm_shap(shap, f, d: int) -> None:
     shap.explainers.Exact(f, shap.maskers.Independent(zeros, max_samples=1))(zeros, silent=True)
 
 
+def _time_f_alone(f32, x: np.ndarray, background: np.ndarray, *, repeats: int) -> tuple[float, float]:
+    """(wall ms, CPU ms) of the evaluations alone: jitted f once over every masked row of x
+    against the background (all 2^D coalitions), prebuilt."""
+    d = len(x)
+    members = ((np.arange(1 << d)[:, None] >> np.arange(d)) & 1).astype(bool)
+    all_rows = jnp.asarray(np.where(members[:, None, :], x, background[None]).reshape(-1, d), jnp.float32)
+    jit_f = jax.jit(f32)
+    return timed(lambda: jit_f(all_rows), repeats=repeats)
+
+
+def _exact_accuracy_f64(params: dict, X: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, dict]:
+    """jaxdl's exact values in float64 (x64 scoped here) for the rows of X, and their figures:
+    the time per row (`jit_f64_ms`) and the gaps to an independent NumPy brute force and to
+    efficiency (the values summing to f(x) - E f(background))."""
+    n = len(background)
+    f_np = numpy_fn(params)
+    with jax.enable_x64(True):
+        f64 = jnp_fn(params, np.float64)
+        bg64 = jnp.asarray(background if n > 1 else background[0], jnp.float64)
+        ours64 = np.stack([np.asarray(interpret.shapley(f64, jnp.asarray(x, jnp.float64), bg64).values) for x in X])
+        jit_f64_ms, _ = timed(lambda: interpret.shapley(f64, jnp.asarray(X[0]), bg64).values, repeats=3)
+    reference = np.stack([bruteforce_shapley(f_np, x, background) for x in X])
+    return ours64, {"jit_f64_ms": jit_f64_ms,
+                    "max_abs_diff_vs_bruteforce": float(np.abs(ours64 - reference).max()),
+                    "efficiency_gap_f64": float(np.abs(ours64.sum(1) - (f_np(X) - f_np(background).mean())).max())}
+
+
+def _exact_targets(record: dict) -> list:
+    """The exact workloads' targets: speed-up over shap (wall and CPU time), agreement in float64."""
+    return [
+        target("speed-up per row over shap's exact explainer (wall time)", record.get("speedup_vs_shap"), 20.0,
+               at_most=False),
+        target("speed-up per row over shap's exact explainer (CPU time)", record.get("cpu_speedup_vs_shap"), 20.0,
+               at_most=False),
+        target("max |jaxdl - shap| in float64", record.get("max_abs_diff_vs_shap"), 1e-6),
+        target("max |jaxdl - brute force| in float64", record["max_abs_diff_vs_bruteforce"], 1e-6),
+    ]
+
+
 def run_exact(ctx: BenchContext, n_background: int) -> dict:
     s = EXACT["quick" if ctx.quick else "full"]
     d, rows, rounds = s["d"], s["rows"], s["rounds"]
@@ -206,23 +245,10 @@ def run_exact(ctx: BenchContext, n_background: int) -> dict:
               "compile_ms": compile_ms, "jit_ms": statistics.median(ours_wall), "jit_ms_rounds": ours_wall,
               "jit_cpu_ms": statistics.median(ours_cpu), "evaluations_per_row": (1 << d) * n}
 
-    # the evaluations alone: jitted f once over every masked row, prebuilt
-    members = ((np.arange(1 << d)[:, None] >> np.arange(d)) & 1).astype(bool)
-    all_rows = jnp.asarray(np.where(members[:, None, :], X[0], background[None]).reshape(-1, d), jnp.float32)
-    jit_f = jax.jit(f32)
-    record["f_alone_ms"], record["f_alone_cpu_ms"] = timed(lambda: jit_f(all_rows), repeats=3 if ctx.quick else 5)
-    del all_rows
-
-    # accuracy in float64: jaxdl vs an independent NumPy brute force (and vs shap)
-    f_np = numpy_fn(params)
-    with jax.enable_x64(True):
-        f64 = jnp_fn(params, np.float64)
-        bg64 = jnp.asarray(background if n > 1 else background[0], jnp.float64)
-        ours64 = np.stack([np.asarray(interpret.shapley(f64, jnp.asarray(x, jnp.float64), bg64).values) for x in X])
-        record["jit_f64_ms"], _ = timed(lambda: interpret.shapley(f64, jnp.asarray(X[0]), bg64).values, repeats=3)
-    reference = np.stack([bruteforce_shapley(f_np, x, background) for x in X])
-    record["max_abs_diff_vs_bruteforce"] = float(np.abs(ours64 - reference).max())
-    record["efficiency_gap_f64"] = float(np.abs(ours64.sum(1) - (f_np(X) - f_np(background).mean())).max())
+    record["f_alone_ms"], record["f_alone_cpu_ms"] = _time_f_alone(f32, X[0], background,
+                                                                   repeats=3 if ctx.quick else 5)
+    ours64, accuracy = _exact_accuracy_f64(params, X, background)
+    record.update(accuracy)
     record["issue_shap_ms"] = REFERENCE_SHAP_MS[f"exact_d16_{'1row' if n_background == 1 else 'bg50'}"]
     if peers:
         record["shap_version"] = shap.__version__
@@ -232,14 +258,7 @@ def run_exact(ctx: BenchContext, n_background: int) -> dict:
         record["max_abs_diff_vs_shap"] = float(np.abs(ours64 - shap_numpy_result.values).max())
     else:
         record["note"] = "shap not run (quick mode or not installed)"
-    record["targets"] = [
-        target("speed-up per row over shap's exact explainer (wall time)", record.get("speedup_vs_shap"), 20.0,
-               at_most=False),
-        target("speed-up per row over shap's exact explainer (CPU time)", record.get("cpu_speedup_vs_shap"), 20.0,
-               at_most=False),
-        target("max |jaxdl - shap| in float64", record.get("max_abs_diff_vs_shap"), 1e-6),
-        target("max |jaxdl - brute force| in float64", record["max_abs_diff_vs_bruteforce"], 1e-6),
-    ]
+    record["targets"] = _exact_targets(record)
     return record
 
 
@@ -253,42 +272,31 @@ def _kernel(shap, f, X, background, l1_reg, seed: int) -> tuple[float, float, np
     return wall, cpu, values.reshape(len(X), -1)
 
 
-def run_sampling(ctx: BenchContext) -> dict:
-    s = SAMPLING["quick" if ctx.quick else "full"]
-    d, n, rows, rounds = s["d"], s["background"], s["rows"], s["rounds"]
-    params = tanh_mlp(d, SEED + 2)
-    rng = np.random.default_rng(SEED + 3)
-    X, background = rng.normal(size=(rows, d)), rng.normal(size=(n, d))
-    f32 = jnp_fn(params, np.float32)
-    X32, bg32 = jnp.asarray(X, jnp.float32), jnp.asarray(background, jnp.float32)
-    key = jax.random.key(SEED)
+def _sampling_reference(f32, X32, bg32, *, num_samples: int, key) -> tuple[np.ndarray, np.ndarray]:
+    """The reference values (rows, D) of the sampling workload -- jaxdl's sampler with
+    `num_samples` antithetic pairs -- and their standard errors."""
+    reference = [interpret.shapley(f32, X32[r], bg32, method="sampling", num_samples=num_samples,
+                                   key=jax.random.fold_in(key, 10_000 + r)) for r in range(len(X32))]
+    return (np.stack([np.asarray(r.values) for r in reference]),
+            np.stack([np.asarray(r.stderr) for r in reference]))
 
-    reference = [interpret.shapley(f32, X32[r], bg32, method="sampling", num_samples=s["reference_pairs"],
-                                   key=jax.random.fold_in(key, 10_000 + r)) for r in range(rows)]
-    ref_values = np.stack([np.asarray(r.values) for r in reference])
-    ref_stderr = np.stack([np.asarray(r.stderr) for r in reference])
-    record = {"d": d, "background_rows": n, "rows": rows, "rounds": rounds, "hidden": HIDDEN,
-              "reference_pairs": s["reference_pairs"], "reference_mean_stderr": float(ref_stderr.mean()),
-              "reference_max_stderr": float(ref_stderr.max())}
 
-    def ours(num_samples, r=0):
-        return interpret.shapley(f32, X32[r], bg32, method="sampling", num_samples=num_samples,
-                                 key=jax.random.fold_in(key, r)).values
+def _sampling_mae(ours, num_samples: int, ref_values: np.ndarray) -> float:
+    """Mean |estimate - reference| over rows x features of `ours(num_samples, row)`."""
+    estimates = np.stack([np.asarray(ours(num_samples, r)) for r in range(len(ref_values))])
+    return float(np.abs(estimates - ref_values).mean())
 
-    ladder = []
-    for num_samples in s["ladder"]:
-        estimates = np.stack([np.asarray(ours(num_samples, r)) for r in range(rows)])
-        ladder.append({"num_samples": num_samples, "mae": float(np.abs(estimates - ref_values).mean()),
-                       "walls": [], "cpus": []})
 
-    shap = import_shap(ctx)
-    peers = {"numpy_f": numpy_fn(params), "jax_f": wrapped_for_shap(f32)} if shap else {}
-    for f in peers.values():  # warm-up: shap's first call, f's jit
-        _kernel(shap, f, X[:1], background[:2], False, seed=SEED)
+def _time_sampling_rounds(ours, ladder: list[dict], shap, peers: dict, X: np.ndarray, background: np.ndarray, *,
+                          rounds: int, repeats: int) -> tuple[dict, dict, np.ndarray | None]:
+    """Time jaxdl's sampler at every step of the ladder and shap's Kernel explainer on every peer
+    function, alternating over `rounds`; each step gets its median `ms` / `cpu_ms` (its `walls` /
+    `cpus` lists consumed). Returns the peers' (wall ms, CPU ms) per round and the values of
+    Kernel's first run on the NumPy function."""
     kernel_wall, kernel_cpu, kernel_values = {k: [] for k in peers}, {k: [] for k in peers}, None
     for i in range(rounds):
         for step in ladder:
-            wall, cpu = timed(lambda: ours(step["num_samples"]), repeats=3 if ctx.quick else 10)
+            wall, cpu = timed(lambda: ours(step["num_samples"]), repeats=repeats)
             step["walls"].append(wall)
             step["cpus"].append(cpu)
         for name, f in peers.items():
@@ -299,6 +307,53 @@ def run_sampling(ctx: BenchContext) -> dict:
                 kernel_values = values
     for step in ladder:
         step["ms"], step["cpu_ms"] = statistics.median(step.pop("walls")), statistics.median(step.pop("cpus"))
+    return kernel_wall, kernel_cpu, kernel_values
+
+
+def _ladder_choice(ladder: list[dict], *, kernel_ms: float, kernel_cpu_ms: float, kernel_mae: float) -> dict:
+    """The reported step of the ladder: the largest pair count within a tenth of Kernel's wall
+    time per row (else the smallest), its figures and MAE ratio; and the same choice by CPU time."""
+    within = [step for step in ladder if step["ms"] <= kernel_ms / 10]
+    chosen = within[-1] if within else ladder[0]
+    out = {"jit_ms": chosen["ms"], "jit_cpu_ms": chosen["cpu_ms"], "mae": chosen["mae"],
+           "num_samples": chosen["num_samples"], "time_fraction_of_kernel": chosen["ms"] / kernel_ms,
+           "mae_ratio_vs_kernel": chosen["mae"] / kernel_mae if within else None}
+    # the same choice by CPU time (less sensitive to other programs on the machine)
+    within_cpu = [step for step in ladder if step["cpu_ms"] <= kernel_cpu_ms / 10]
+    if within_cpu:
+        out.update({"num_samples_cpu_budget": within_cpu[-1]["num_samples"],
+                    "mae_ratio_vs_kernel_cpu_budget": within_cpu[-1]["mae"] / kernel_mae})
+    return out
+
+
+def run_sampling(ctx: BenchContext) -> dict:
+    s = SAMPLING["quick" if ctx.quick else "full"]
+    d, n, rows, rounds = s["d"], s["background"], s["rows"], s["rounds"]
+    params = tanh_mlp(d, SEED + 2)
+    rng = np.random.default_rng(SEED + 3)
+    X, background = rng.normal(size=(rows, d)), rng.normal(size=(n, d))
+    f32 = jnp_fn(params, np.float32)
+    X32, bg32 = jnp.asarray(X, jnp.float32), jnp.asarray(background, jnp.float32)
+    key = jax.random.key(SEED)
+
+    ref_values, ref_stderr = _sampling_reference(f32, X32, bg32, num_samples=s["reference_pairs"], key=key)
+    record = {"d": d, "background_rows": n, "rows": rows, "rounds": rounds, "hidden": HIDDEN,
+              "reference_pairs": s["reference_pairs"], "reference_mean_stderr": float(ref_stderr.mean()),
+              "reference_max_stderr": float(ref_stderr.max())}
+
+    def ours(num_samples, r=0):
+        return interpret.shapley(f32, X32[r], bg32, method="sampling", num_samples=num_samples,
+                                 key=jax.random.fold_in(key, r)).values
+
+    ladder = [{"num_samples": num_samples, "mae": _sampling_mae(ours, num_samples, ref_values),
+               "walls": [], "cpus": []} for num_samples in s["ladder"]]
+
+    shap = import_shap(ctx)
+    peers = {"numpy_f": numpy_fn(params), "jax_f": wrapped_for_shap(f32)} if shap else {}
+    for f in peers.values():  # warm-up: shap's first call, f's jit
+        _kernel(shap, f, X[:1], background[:2], False, seed=SEED)
+    kernel_wall, kernel_cpu, kernel_values = _time_sampling_rounds(ours, ladder, shap, peers, X, background,
+                                                                   rounds=rounds, repeats=3 if ctx.quick else 10)
     record["ladder"] = ladder
     if not peers:
         best = ladder[-1]
@@ -314,18 +369,8 @@ def run_sampling(ctx: BenchContext) -> dict:
     _, _, default_values = _kernel(shap, peers["numpy_f"], X, background, "num_features(10)", seed=SEED)
     record["shap_default_l1_mae"] = float(np.abs(default_values - ref_values).mean())
     record["issue_shap_ms"] = REFERENCE_SHAP_MS["kernel_d30_bg50"]
-    within = [step for step in ladder if step["ms"] <= record["peer_shap_ms"] / 10]
-    chosen = within[-1] if within else ladder[0]
-    record.update({"jit_ms": chosen["ms"], "jit_cpu_ms": chosen["cpu_ms"], "mae": chosen["mae"],
-                   "num_samples": chosen["num_samples"],
-                   "time_fraction_of_kernel": chosen["ms"] / record["peer_shap_ms"],
-                   "mae_ratio_vs_kernel": chosen["mae"] / record["peer_shap_mae"] if within else None})
-    # the same choice by CPU time (less sensitive to other programs on the machine)
-    kernel_cpu_ms = record[f"shap_{best}_cpu_ms"]
-    within_cpu = [step for step in ladder if step["cpu_ms"] <= kernel_cpu_ms / 10]
-    if within_cpu:
-        record.update({"num_samples_cpu_budget": within_cpu[-1]["num_samples"],
-                       "mae_ratio_vs_kernel_cpu_budget": within_cpu[-1]["mae"] / record["peer_shap_mae"]})
+    record.update(_ladder_choice(ladder, kernel_ms=record["peer_shap_ms"],
+                                 kernel_cpu_ms=record[f"shap_{best}_cpu_ms"], kernel_mae=record["peer_shap_mae"]))
     record["targets"] = [
         target("MAE / Kernel's MAE, at <= 1/10 of its wall time", record["mae_ratio_vs_kernel"], 1.0),
         target("MAE / Kernel's MAE, at <= 1/10 of its CPU time", record.get("mae_ratio_vs_kernel_cpu_budget"), 1.0),

@@ -206,34 +206,94 @@ def train_gensim(sentences, *, epochs: int, seed: int, settings: dict, workers: 
     return {"seconds": seconds, "words": list(model.wv.index_to_key), "vectors": np.asarray(model.wv.vectors)}
 
 
+def _import_gensim(ctx: BenchContext, name: str):
+    """The gensim module, or None (noted in `ctx`) when it is not installed."""
+    try:  # deferred: gensim is optional, only installed by `make peers`
+        import gensim
+    except ImportError:
+        ctx.notes.append(f"{name}: gensim not installed (make peers); jaxdl figures only")
+        return None
+    return gensim
+
+
+def _comparison_corpus(ctx: BenchContext, record: dict, epochs: int):
+    """(sentences, similarity pairs or None, settings, seeds, epochs to train) for the comparison,
+    the corpus noted in `record`; None, with record['skipped'] set, when it does not run."""
+    if ctx.quick:
+        if epochs != 5:
+            record["skipped"] = "quick mode: w2v_ptb_gensim_5ep covers the code path"
+            return None
+        sentences, _ = text.planted_clusters(seed=0, num_sentences=300)
+        settings = {**PTB_SETTINGS, "dim": 16, "min_count": 2, "sample": 1e-3, "batch_size": 256}
+        record.update({"corpus": "synthetic (quick)", "epochs": 1})
+        return sentences, None, settings, (0,), 1
+    shared = ctx.shared_data
+    ptb = shared / "text" / "ptb.zip" if shared is not None else None
+    sim = shared / "eval" / "wordsim353.tsv" if shared is not None else None
+    if ptb is None or not ptb.is_file() or not sim.is_file():
+        ctx.notes.append(f"{record['name']}: ../shared/data/text/ptb.zip or eval/wordsim353.tsv not found")
+        record["skipped"] = "data not found"
+        return None
+    sentences = text.read_corpus(ptb)
+    pairs = wv.read_similarity_pairs(sim)
+    record["corpus"] = "PTB train"
+    return sentences, pairs, PTB_SETTINGS, SEEDS, epochs
+
+
+def _jaxdl_figures(ours: list[dict], raw: int, run_epochs: int) -> dict:
+    """jaxdl's training time (whole run, steady-state epoch, compilation) and throughput, medians over seeds."""
+    return {
+        "train_ms": statistics.median(1e3 * r["seconds"] for r in ours),
+        "jit_ms": statistics.median(1e3 * r["seconds"] for r in ours),  # all epochs, compilation included
+        "epoch_ms": statistics.median(1e3 * statistics.median(r["epoch_seconds"][1:] or r["epoch_seconds"])
+                                      for r in ours),  # one epoch, steady state
+        "compile_ms": statistics.median(1e3 * (r["epoch_seconds"][0] - statistics.median(
+            r["epoch_seconds"][1:] or r["epoch_seconds"])) for r in ours),
+        "words_per_second": raw * run_epochs / statistics.median(r["seconds"] for r in ours),
+        "pairs_per_epoch": statistics.median(r["examples"] / run_epochs for r in ours),
+        "train_seconds_per_seed": [r["seconds"] for r in ours],
+    }
+
+
+def _subsample_variant_figures(variant: list[dict], run_epochs: int) -> dict:
+    """rho, time and pairs per epoch of jaxdl trained with word2vec.c's subsampling formula."""
+    return {"word2vec_subsample_rho": statistics.fmean(r["rho"] for r in variant),
+            "word2vec_subsample_rho_per_seed": [r["rho"] for r in variant],
+            "word2vec_subsample_train_ms": statistics.median(1e3 * r["seconds"] for r in variant),
+            "word2vec_subsample_pairs_per_epoch": statistics.median(r["examples"] / run_epochs for r in variant)}
+
+
+def _gensim_figures(ours: list[dict], peer: list[dict], *, rho: float | None, raw: int, run_epochs: int,
+                    version: str, workers: int) -> dict:
+    """gensim's time and throughput, the per-seed throughput ratio and, given jaxdl's mean `rho`,
+    gensim's rho and the targets."""
+    out = {
+        "peer_gensim_ms": statistics.median(1e3 * r["seconds"] for r in peer),
+        "peer_gensim_words_per_second": raw * run_epochs / statistics.median(r["seconds"] for r in peer),
+        "peer_gensim_seconds_per_seed": [r["seconds"] for r in peer],
+        "gensim_version": version, "gensim_workers": workers,
+    }
+    ratios = [p["seconds"] / o["seconds"] for o, p in zip(ours, peer)]
+    out["throughput_ratio"] = statistics.median(ratios)
+    out["throughput_ratio_per_seed"] = ratios
+    if rho is not None:
+        out["peer_gensim_rho"] = statistics.fmean(r["rho"] for r in peer)
+        out["peer_gensim_rho_per_seed"] = [r["rho"] for r in peer]
+        out["rho_minus_gensim"] = rho - out["peer_gensim_rho"]
+        out["targets"] = [
+            target("rho >= gensim's - 0.03 (mean of 3 seeds)", out["rho_minus_gensim"], -0.03, at_most=False),
+            target("throughput ratio (gensim s / jaxdl s) >= 1.0", out["throughput_ratio"], 1.0, at_most=False)]
+    return out
+
+
 def _gensim_workload(epochs: int):
     def run(ctx: BenchContext) -> dict:
         record: dict = {"name": f"w2v_ptb_gensim_{epochs}ep", "epochs": epochs, **PTB_SETTINGS}
-        try:  # deferred: gensim is optional, only installed by `make peers`
-            import gensim
-        except ImportError:
-            gensim = None
-            ctx.notes.append(f"{record['name']}: gensim not installed (make peers); jaxdl figures only")
-        if ctx.quick:
-            if epochs != 5:
-                record["skipped"] = "quick mode: w2v_ptb_gensim_5ep covers the code path"
-                return record
-            sentences, _ = text.planted_clusters(seed=0, num_sentences=300)
-            settings = {**PTB_SETTINGS, "dim": 16, "min_count": 2, "sample": 1e-3, "batch_size": 256}
-            pairs, seeds, run_epochs = None, (0,), 1
-            record.update({"corpus": "synthetic (quick)", "epochs": 1})
-        else:
-            shared = ctx.shared_data
-            ptb = shared / "text" / "ptb.zip" if shared is not None else None
-            sim = shared / "eval" / "wordsim353.tsv" if shared is not None else None
-            if ptb is None or not ptb.is_file() or not sim.is_file():
-                ctx.notes.append(f"{record['name']}: ../shared/data/text/ptb.zip or eval/wordsim353.tsv not found")
-                record["skipped"] = "data not found"
-                return record
-            sentences = text.read_corpus(ptb)
-            pairs = wv.read_similarity_pairs(sim)
-            settings, seeds, run_epochs = PTB_SETTINGS, SEEDS, epochs
-            record["corpus"] = "PTB train"
+        gensim = _import_gensim(ctx, record["name"])
+        corpus = _comparison_corpus(ctx, record, epochs)
+        if corpus is None:
+            return record
+        sentences, pairs, settings, seeds, run_epochs = corpus
         raw = sum(map(len, sentences))
         ours, peer = [], []
         for seed in seeds:  # alternate, so that load on the shared machine hits both alike
@@ -247,47 +307,16 @@ def _gensim_workload(epochs: int):
                        for seed in seeds]
         for r in ours + peer + variant:
             r["rho"] = wv.similarity_spearman(r["words"], r["vectors"], pairs)["spearman"] if pairs else None
-        record.update({
-            "seeds": list(seeds), "train_tokens": raw,
-            "train_ms": statistics.median(1e3 * r["seconds"] for r in ours),
-            "jit_ms": statistics.median(1e3 * r["seconds"] for r in ours),  # all epochs, compilation included
-            "epoch_ms": statistics.median(1e3 * statistics.median(r["epoch_seconds"][1:] or r["epoch_seconds"])
-                                          for r in ours),  # one epoch, steady state
-            "compile_ms": statistics.median(1e3 * (r["epoch_seconds"][0] - statistics.median(
-                r["epoch_seconds"][1:] or r["epoch_seconds"])) for r in ours),
-            "words_per_second": raw * run_epochs / statistics.median(r["seconds"] for r in ours),
-            "pairs_per_epoch": statistics.median(r["examples"] / run_epochs for r in ours),
-            "train_seconds_per_seed": [r["seconds"] for r in ours],
-        })
+        record.update({"seeds": list(seeds), "train_tokens": raw, **_jaxdl_figures(ours, raw, run_epochs)})
         if pairs:
             sim_cov = wv.similarity_spearman(ours[0]["words"], ours[0]["vectors"], pairs)
             record.update({"rho": statistics.fmean(r["rho"] for r in ours), "rho_per_seed": [r["rho"] for r in ours],
                            "pairs_covered": sim_cov["covered"], "pairs_total": sim_cov["pairs"]})
         if variant:
-            record.update({"word2vec_subsample_rho": statistics.fmean(r["rho"] for r in variant),
-                           "word2vec_subsample_rho_per_seed": [r["rho"] for r in variant],
-                           "word2vec_subsample_train_ms": statistics.median(1e3 * r["seconds"] for r in variant),
-                           "word2vec_subsample_pairs_per_epoch": statistics.median(r["examples"] / run_epochs
-                                                                                   for r in variant)})
+            record.update(_subsample_variant_figures(variant, run_epochs))
         if peer:
-            record.update({
-                "peer_gensim_ms": statistics.median(1e3 * r["seconds"] for r in peer),
-                "peer_gensim_words_per_second": raw * run_epochs / statistics.median(r["seconds"] for r in peer),
-                "peer_gensim_seconds_per_seed": [r["seconds"] for r in peer],
-                "gensim_version": gensim.__version__, "gensim_workers": ctx.threads,
-            })
-            ratios = [p["seconds"] / o["seconds"] for o, p in zip(ours, peer)]
-            record["throughput_ratio"] = statistics.median(ratios)
-            record["throughput_ratio_per_seed"] = ratios
-            if pairs:
-                record["peer_gensim_rho"] = statistics.fmean(r["rho"] for r in peer)
-                record["peer_gensim_rho_per_seed"] = [r["rho"] for r in peer]
-                record["rho_minus_gensim"] = record["rho"] - record["peer_gensim_rho"]
-                record["targets"] = [
-                    target("rho >= gensim's - 0.03 (mean of 3 seeds)", record["rho_minus_gensim"], -0.03,
-                           at_most=False),
-                    target("throughput ratio (gensim s / jaxdl s) >= 1.0", record["throughput_ratio"], 1.0,
-                           at_most=False)]
+            record.update(_gensim_figures(ours, peer, rho=record["rho"] if pairs else None, raw=raw,
+                                          run_epochs=run_epochs, version=gensim.__version__, workers=ctx.threads))
         return record
 
     return run
