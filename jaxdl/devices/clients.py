@@ -18,7 +18,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxdl.devices import processes
 from jaxdl.devices.data_parallel import Layout, Placed
+from jaxdl.errors import JaxdlError
 from jaxdl.train.federated import ClientArrays, FedState
 
 CLIENT_AXIS = "clients"
@@ -33,6 +35,9 @@ def _pad_clients(tree, count: int):
 def client_parallel(round_fn: Callable, state: FedState, data: ClientArrays, *, layout: Layout) -> Placed:
     """The jitted `round_fn(state, data, key)` on `layout`'s devices, the client axis split
     across them; state donated. `state` and `data` are host copies with the real clients."""
+    if processes.count() > 1:
+        raise JaxdlError("federated training runs in one process (its client axis is split over that "
+                         "process's devices); run it without `launch`")
     devices = list(layout.devices)
     num_clients = int(np.shape(data.client_mask_C)[0])
     if len(devices) == 1:

@@ -5,8 +5,7 @@
 It opens the run folder (process 0 writes it; several processes agree on it), lets the
 experiment build its Task (or its Parts, trained as sub-runs in sub-folders and combined),
 places the step or round on the devices (jaxdl.devices), restores the newest checkpoint,
-runs the loop with its hooks, and writes summary.json and curves.png. The command that
-resumes a run is built here, once.
+runs the loop with its hooks, and writes summary.json and curves.png.
 """
 from __future__ import annotations
 
@@ -163,8 +162,8 @@ def run(cfg, experiment: str, build: Callable[[], Task | dict[str, Part]], *,
             sub_cfg = dataclasses.replace(part.cfg, out=str(folder), resume="")
             with open_run(experiment, sub_cfg, layout, out="" if again else str(folder),
                           resume=str(folder) if again else "") as sub:
-                outcomes[name] = _train_part(sub, part.cfg, task, place(task, layout), hint=hint, label=label)
-                finish(sub, task, outcomes[name].result, outcomes[name].summary)
+                outcome = _train_part(sub, part.cfg, task, place(task, layout), hint=hint, label=label)
+                outcomes[name] = Outcome(outcome.result, finish(sub, task, outcome.result, outcome.summary))
         summary = combine(top, outcomes) if combine is not None else {}
         if "" in outcomes:
             finish(top, tasks[""], outcomes[""].result, summary)

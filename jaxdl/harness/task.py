@@ -109,7 +109,8 @@ class Part:
 
 @dataclass
 class Outcome:
-    """A trained part: the training result and the summary its report gave."""
+    """A trained part: the training result and its summary (a sub-run's: as written to its
+    summary.json; the top folder's part: what its report gave)."""
 
     result: Result
     summary: dict
