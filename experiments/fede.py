@@ -49,8 +49,9 @@ from pathlib import Path
 from typing import ClassVar
 
 import jax
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from jaxdl import harness
 from jaxdl.config import KGEOptions, TrainConfig, defaults, doc
@@ -221,7 +222,8 @@ def plot_round_curves(records: list[dict], path: Path, *, title: str = "") -> No
     """Left: local training loss per round; right: validation MRR (overall and per client)."""
     if not records:
         return
-    fig, (ax_loss, ax_mrr) = plt.subplots(1, 2, figsize=(11, 4))
+    fig = Figure(figsize=(11, 4))
+    ax_loss, ax_mrr = fig.subplots(1, 2)
     rounds = [r["epoch"] for r in records]
     ax_loss.plot(rounds, [r.get("train_loss", np.nan) for r in records])
     ax_loss.set(xlabel="round", ylabel="local training loss")
@@ -231,29 +233,30 @@ def plot_round_curves(records: list[dict], path: Path, *, title: str = "") -> No
         ax_mrr.plot([r["epoch"] for r in evals], [r[k] if r[k] is not None else np.nan for r in evals],
                     alpha=0.5, label=k.replace("valid_mrr_", ""))
     ax_mrr.plot([r["epoch"] for r in evals], [r["valid_mrr"] for r in evals], "k.-", label="weighted")
-    ax_mrr.set(xlabel="round", ylabel="validation MRR (filtered)")
+    ax_mrr.set(xlabel="round", ylabel="validation MRR (filtered)", ylim=(-0.02, 1.02))
     for ax in (ax_loss, ax_mrr):
         ax.grid(alpha=0.3)
-    ax_mrr.legend(fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_mrr.legend(fontsize=7, ncol=2, loc="best")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def plot_comparison(curves: dict[str, list[dict]], path: Path, *, title: str = "") -> None:
     """Validation MRR per round, one line per setting."""
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig = Figure(figsize=(6.5, 4.2))
+    ax = fig.subplots()
     for setting, records in curves.items():
         evals = [r for r in records if "valid_mrr" in r]
         ax.plot([r["epoch"] for r in evals], [r["valid_mrr"] for r in evals], ".-", label=setting)
-    ax.set(xlabel="round", ylabel="validation MRR (weighted over clients)", title=title)
+    ax.set(xlabel="round", ylabel="validation MRR (weighted over clients)", title=title, ylim=(-0.02, 1.02))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def comparison_table(summaries: dict[str, dict]) -> dict:

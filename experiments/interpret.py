@@ -44,8 +44,8 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from scipy import stats
 
 from jaxdl import harness, interpret
@@ -146,7 +146,8 @@ def plot_importance(importance: dict[str, np.ndarray], names, path: Path, *, top
     order = np.argsort(-importance["shapley"], kind="stable")[:top]
     methods = list(importance)
     height = 0.8 / len(methods)
-    fig, ax = plt.subplots(figsize=(8, 0.55 * len(order) + 1.5))
+    fig = Figure(figsize=(8, 0.55 * len(order) + 1.5))
+    ax = fig.subplots()
     for j, m in enumerate(methods):
         scaled = importance[m][order] / max(float(importance[m].max()), 1e-12)
         ax.barh(np.arange(len(order)) + j * height, scaled, height, label=m)
@@ -158,27 +159,26 @@ def plot_importance(importance: dict[str, np.ndarray], names, path: Path, *, top
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def plot_digit_maps(maps: dict[str, np.ndarray], path: Path, *, title: str) -> None:
-    """One row per method, one 8x8 panel per class; red raises log p(class), blue lowers it."""
+    """One row per method, one 8x8 panel per class on the row's common colour scale (its
+    colorbar on the right); red raises log p(class), blue lowers it."""
     methods = list(maps)
-    fig, axes = plt.subplots(len(methods), 10, figsize=(15, 1.7 * len(methods) + 0.8), squeeze=False)
+    fig = Figure(figsize=(16, 1.8 * len(methods) + 0.9), layout="constrained")
+    axes = fig.subplots(len(methods), 10, squeeze=False)
     for row, m in enumerate(methods):
+        limit = max(float(np.abs(maps[m]).max()), 1e-12)
         for c in range(10):
-            panel = maps[m][c].reshape(8, 8)
-            limit = max(float(np.abs(panel).max()), 1e-12)
             ax = axes[row, c]
-            ax.imshow(panel, cmap="RdBu_r", vmin=-limit, vmax=limit)
+            image = ax.imshow(maps[m][c].reshape(8, 8), cmap="RdBu_r", vmin=-limit, vmax=limit)
             ax.set_xticks([]), ax.set_yticks([])
             if row == 0:
                 ax.set_title(f"class {c}")
         axes[row, 0].set_ylabel(m, fontsize=9)
+        fig.colorbar(image, ax=axes[row, :], shrink=0.9, label="attribution")
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 # ---- the experiment -----------------------------------------------------------------------------

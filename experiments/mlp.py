@@ -62,7 +62,8 @@ def build(cfg: Config, data) -> harness.Task:
         state=init_state(params, optimizer), loss_fn=classification_loss(mlp_apply, cfg.loss), optimizer=optimizer,
         epoch=harness.Batches({"X": data.X_train, "y": data.y_train},
                               partial(shuffled_indices, batch_size=cfg.batch_size), take_rows, cfg.batch_size),
-        evaluate=make_evaluator(mlp_apply, {"test": (data.X_test, data.y_test)}), report=report)
+        evaluate=make_evaluator(mlp_apply, {"test": (data.X_test, data.y_test)}), report=report,
+        title=f"MLP {cfg.hidden} on {cfg.dataset} ({cfg.loss}, {cfg.optimizer} lr {cfg.lr}, batch {cfg.batch_size})")
 
 
 def main(cfg: Config):

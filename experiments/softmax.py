@@ -45,7 +45,8 @@ def build(cfg: Config, data) -> harness.Task:
         state=init_state(params, optimizer), loss_fn=classification_loss(softmax_apply, cfg.loss), optimizer=optimizer,
         epoch=harness.Batches({"X": data.X_train, "y": data.y_train},
                               partial(shuffled_indices, batch_size=cfg.batch_size), take_rows, cfg.batch_size),
-        evaluate=make_evaluator(softmax_apply, {"test": (data.X_test, data.y_test)}), report=report)
+        evaluate=make_evaluator(softmax_apply, {"test": (data.X_test, data.y_test)}), report=report,
+        title=f"softmax regression on {cfg.dataset} ({cfg.loss}, {cfg.optimizer} lr {cfg.lr}, batch {cfg.batch_size})")
 
 
 def main(cfg: Config):

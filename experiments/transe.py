@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import field
 from functools import partial
+from pathlib import Path
 from typing import ClassVar, NamedTuple
 
 import jax
@@ -125,7 +126,8 @@ def task(cfg: Config, s: Setup) -> harness.Task:
         epoch=harness.Batches(s.data, partial(epoch_batches, batch_size=cfg.batch_size), batch_size=cfg.batch_size),
         evaluate=make_evaluator(model, kg, splits=("valid",), batch_size=cfg.eval_batch_size or None),
         eval_every=cfg.eval_every, monitor=("valid_mrr", "max"), patience=cfg.patience, report=report,
-        title=f"{cfg.model} on {cfg.data or 'synthetic'}")
+        title=f"{cfg.model} dim {cfg.dim} on {Path(cfg.data).name if cfg.data else 'the synthetic grid'} "
+              f"({cfg.loss}, {cfg.neg} negatives, {cfg.optimizer} lr {cfg.lr})")
 
 
 def main(cfg: Config):

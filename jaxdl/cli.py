@@ -5,7 +5,9 @@ Every bad input ends as one `error: ...` line on stderr and a non-zero exit:
 """
 from __future__ import annotations
 
+import ast
 import contextlib
+import difflib
 import importlib
 import importlib.util
 import os
@@ -37,12 +39,27 @@ def experiment_names() -> list[str]:
     return sorted(p.stem for p in folder.glob("*.py") if not p.name.startswith("_")) if folder.is_dir() else []
 
 
+def describe_experiment(name: str) -> str:
+    """The first sentence of an experiment file's docstring, read without running the file."""
+    path = experiments_dir() / f"{name}.py"
+    try:
+        text = ast.get_docstring(ast.parse(path.read_text())) or ""
+    except (OSError, SyntaxError, ValueError):
+        return ""
+    paragraph = " ".join(text.strip().split("\n\n")[0].split())
+    sentence = paragraph.split(". ")[0].rstrip(".")
+    return sentence if len(sentence) <= 110 else sentence[:107].rsplit(" ", 1)[0] + " ..."
+
+
 def load_experiment(name: str):
     """The module of experiment `name` (or of a path to an experiment file), loaded from its
     file: each experiment is a self-contained, copyable file."""
     path = Path(name) if name.endswith(".py") else experiments_dir() / f"{name}.py"
     if not path.is_file():
-        raise JaxdlError(f"unknown experiment {name!r}; known: {', '.join(experiment_names())}")
+        names = experiment_names()
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise JaxdlError(f"unknown experiment {name!r}{hint} (known: {', '.join(names)})")
     module_name = f"jaxdl_experiment_{path.stem}"
     if module_name in sys.modules and getattr(sys.modules[module_name], "__file__", None) == str(path):
         return sys.modules[module_name]
@@ -127,13 +144,18 @@ def _dispatch(argv: list[str]) -> int:
     if command == "exp":
         return main_exp(rest)
     if command == "list":
-        print("\n".join(experiment_names()))
+        width = max((len(n) for n in experiment_names()), default=0)
+        for name in experiment_names():
+            print(f"{name:<{width}}  {describe_experiment(name)}")
         return 0
     if command == "bench":
         raise JaxdlError("bench: the benchmarks live in the repository's benchmarks/ folder: run `make bench` "
                          "(or `python -m benchmarks`) from a checkout")
     if command not in COMMANDS:
-        raise JaxdlError(f"unknown command {command!r}; known: exp, list, {', '.join(COMMANDS)}")
+        known = ["exp", "list", *COMMANDS]
+        close = difflib.get_close_matches(command, known, n=1, cutoff=0.6)
+        raise JaxdlError(f"unknown command {command!r}" + (f"; did you mean {close[0]}?" if close else "")
+                         + f" (known: {', '.join(known)})")
     module_name, func = COMMANDS[command].split(":")
     return int(getattr(importlib.import_module(module_name), func)(rest) or 0)
 

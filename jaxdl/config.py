@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import json
 import types
 import typing
@@ -59,7 +60,8 @@ class RunOptions:
     seed: int = field(default=0, metadata=doc("the run's one seed; every key derives from it", ge=0))
     out: str = field(default="", metadata=doc("run folder (default runs/<experiment>/<timestamp>)"))
     resume: str = field(default="", metadata=doc("continue the run in this folder"))
-    progress: bool = field(default=True, metadata=doc("show a progress bar"))
+    progress: bool = field(default=True, metadata=doc(
+        "show progress: a bar on a terminal, one plain line per epoch in a log file or pipe"))
 
     PRESETS: ClassVar[dict[str, dict[Any, dict[str, Any]]]] = {}
 
@@ -76,6 +78,7 @@ class TrainOptions(RunOptions):
     batch_size: int = field(default=256, metadata=doc("global minibatch size", gt=0))
     optimizer: Optimizer = field(default="sgd", metadata=doc("optimizer ('sgd' is written from scratch)"))
     ckpt_every: int = field(default=5, metadata=doc("checkpoint every N epochs (and on SIGINT/SIGTERM)", gt=0))
+    tensorboard: bool = field(default=True, metadata=doc("write TensorBoard scalars to <run>/tensorboard"))
     debug_nans: bool = field(default=False, metadata=doc("turn on jax_debug_nans to find the op that made a NaN"))
 
 
@@ -168,8 +171,20 @@ def defaults(**values):
     return wrap
 
 
+def did_you_mean(word: str, known) -> str:
+    """'; did you mean X?' for the closest of `known`, or ''."""
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else ""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # argparse would print usage and exit 2; we want one line
+        if message.startswith("unrecognized arguments:"):
+            flags = [w for w in message.split(":", 1)[1].split() if w.startswith("--")]
+            if flags:
+                known = [o for a in self._actions for o in a.option_strings]
+                raise JaxdlError(f"unknown flag {flags[0].split('=')[0]}{did_you_mean(flags[0].split('=')[0], known)} "
+                                 f"(all flags: {self.prog} --help)")
         raise JaxdlError(message)
 
 

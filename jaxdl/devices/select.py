@@ -46,15 +46,23 @@ def device_names(devices: list) -> list[str]:
 
 def main_devices(argv: list[str]) -> int:
     """`python -m jaxdl devices`: index, platform, kind, memory where known."""
+    if argv in (["-h"], ["--help"]):
+        print("usage: python -m jaxdl devices\n\nThe devices JAX sees, by the index --devices takes "
+              "(e.g. --devices 0,2): platform, kind, memory where the backend reports it.")
+        return 0
     if argv:
-        raise JaxdlError(f"devices: takes no arguments, got {' '.join(argv)}")
+        raise JaxdlError(f"devices: takes no arguments, got {' '.join(argv)} (see python -m jaxdl devices --help)")
+    rows = [("index", "platform", "kind", "memory")]
     for i, d in enumerate(jax.devices()):
-        mem = ""
+        mem = "-"
         try:
             stats = d.memory_stats() or {}
             if "bytes_limit" in stats:
                 mem = f"{stats['bytes_limit'] / 2**30:.1f} GiB"
         except Exception:  # not every backend reports memory
             pass
-        print(f"{i}\t{d.platform}\t{d.device_kind}\t{mem}")
+        rows.append((str(i), d.platform, d.device_kind, mem))
+    widths = [max(len(r[c]) for r in rows) for c in range(4)]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
     return 0

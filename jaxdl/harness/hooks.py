@@ -3,18 +3,22 @@
 In the harness's order, after every epoch: `NanGuard` stops on a NaN/inf loss or gradient;
 `Evaluate` adds the evaluation to the epoch's row; `EarlyStopping` keeps the best params and
 stops after `patience` evaluations without improvement; `MetricsLog` appends the row to
-metrics.jsonl; `ProgressBar` draws; `Checkpointer` saves every N epochs, at the end and
+metrics.jsonl and `TensorBoard` to an event file; `ProgressBar` draws on a terminal, `LogLines`
+prints one plain line per epoch elsewhere; `Checkpointer` saves every N epochs, at the end and
 when stopping; `SignalStop` turns SIGINT/SIGTERM/SIGHUP into a checkpoint and `Interrupted`.
 """
 from __future__ import annotations
 
 import math
 import signal
+import sys
+import time
 from collections.abc import Callable
 
 import jax
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from tensorboardX import SummaryWriter
 
 from jaxdl.errors import Interrupted, JaxdlError, NumericalFault
 from jaxdl.harness.loop import Best, Loop
@@ -155,12 +159,22 @@ class MetricsLog:
         self.run.append_metrics(loop.record, seconds=loop.seconds[-1])
 
 
-class ProgressBar:
-    """A rich progress bar: epochs done of max, the training loss."""
+def _status(record: dict, metric: str | None, last: dict) -> str:
+    """'loss 0.1234  valid_mrr 0.5678': the training loss and the monitored metric's latest value."""
+    if metric is not None and metric in record:
+        last[metric] = record[metric]
+    text = f"loss {record.get('train_loss', math.nan):.4g}"
+    return text + (f"  {metric} {last[metric]:.4f}" if metric in last else "")
 
-    def __init__(self, label: str, *, enabled: bool = True):
-        self.label, self.enabled = label, enabled
+
+class ProgressBar:
+    """A rich progress bar on a terminal: epochs done of max, the training loss and the
+    monitored metric."""
+
+    def __init__(self, label: str, *, monitor: str | None = None, enabled: bool = True):
+        self.label, self.monitor, self.enabled = label, monitor, enabled
         self.bar = self.task = None
+        self.last: dict = {}
 
     def start(self, loop: Loop) -> None:
         self.bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -170,12 +184,56 @@ class ProgressBar:
         self.task = self.bar.add_task(self.label, total=loop.max_epochs, completed=loop.epoch, status="")
 
     def after_epoch(self, loop: Loop) -> None:
-        loss = loop.record.get("train_loss", math.nan)
-        self.bar.update(self.task, completed=loop.epoch, status=f"loss {loss:.4g}")
+        self.bar.update(self.task, completed=loop.epoch, status=_status(loop.record, self.monitor, self.last))
 
     def close(self, loop: Loop) -> None:
         if self.bar is not None:
             self.bar.stop()
+
+
+class LogLines:
+    """One plain line per epoch, for a log file or a pipe (SLURM, nohup, `| tee`), where a
+    progress bar would show nothing until the end:
+
+        fede isolation  epoch 5/300  loss 0.1234  valid_mrr 0.5678  12.3 s
+    """
+
+    def __init__(self, label: str, *, monitor: str | None = None, stream=None):
+        self.label, self.monitor, self.stream = label, monitor, stream or sys.stdout
+        self.last: dict = {}
+        self.t0 = time.perf_counter()
+
+    def start(self, loop: Loop) -> None:
+        self.t0 = time.perf_counter()
+
+    def after_epoch(self, loop: Loop) -> None:
+        print(f"{self.label}  epoch {loop.epoch}/{loop.max_epochs}  {_status(loop.record, self.monitor, self.last)}  "
+              f"{time.perf_counter() - self.t0:.1f} s", file=self.stream, flush=True)
+
+
+class TensorBoard:
+    """Every new epoch's row as TensorBoard scalars in `log_dir` (tensorboardX's event writer;
+    `tensorboard --logdir runs/` shows them): `train_loss` as train/loss, `valid_mrr` as
+    valid/mrr (FedE's per-client ones too), step = epoch. A resumed run writes only the
+    epochs metrics.jsonl did not have."""
+
+    def __init__(self, log_dir, *, logged_upto: int = 0):
+        self.log_dir, self.logged_upto = log_dir, logged_upto
+        self.writer = None
+
+    def after_epoch(self, loop: Loop) -> None:
+        if loop.epoch <= self.logged_upto:
+            return
+        if self.writer is None:
+            self.writer = SummaryWriter(str(self.log_dir))
+        for name, value in loop.record.items():
+            if name != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(name.replace("_", "/", 1), value, loop.epoch)
+        self.writer.flush()
+
+    def close(self, loop: Loop) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
 class SignalStop:

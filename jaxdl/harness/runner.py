@@ -65,6 +65,21 @@ def place(task: Task, layout: devices.Layout) -> devices.Placed:
                                  load_batch=epoch.load_batch)
 
 
+def _watchers(run: Run, cfg, task: Task, label: str) -> list:
+    """What a person watches: TensorBoard scalars (unless --no-tensorboard), and a progress
+    bar on a terminal or plain lines in a log file or pipe (unless --no-progress)."""
+    if not run.is_writer:
+        return []
+    metric = task.monitor[0] if task.monitor else None
+    out = []
+    if getattr(cfg, "tensorboard", True):
+        out.append(hooks.TensorBoard(run.dir / "tensorboard", logged_upto=max(run.logged_epochs(), default=0)))
+    if cfg.progress:
+        out.append(hooks.ProgressBar(label, monitor=metric) if sys.stdout.isatty() else
+                   hooks.LogLines(label, monitor=metric))
+    return out
+
+
 def train(run: Run, cfg, task: Task, placed: devices.Placed, *, hint: str, label: str) -> Result:
     """Train `task` (placed on its devices) in `run` from its newest checkpoint to
     cfg.max_epochs, or until early stopping."""
@@ -95,7 +110,7 @@ def train(run: Run, cfg, task: Task, placed: devices.Placed, *, hint: str, label
             chain.append(evaluation)
             if task.monitor is not None:
                 chain.append(hooks.EarlyStopping(evaluation, *task.monitor, task.patience))
-        chain += [hooks.MetricsLog(run), hooks.ProgressBar(label, enabled=cfg.progress and run.is_writer), ckpt,
+        chain += [hooks.MetricsLog(run), *_watchers(run, cfg, task, label), ckpt,
                   hooks.SignalStop(run, received, ckpt, agree=processes.first_signal if several else None)]
         t0 = time.perf_counter()
         loop = fit(loop, epoch_fn, key, chain)

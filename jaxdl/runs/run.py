@@ -33,7 +33,7 @@ from jaxdl.runs import lock, registry
 CKPT_DIR = "checkpoints"
 # Settings of one invocation, not of the run: a resumed run does not take them from its
 # config.json, and a change in them is no change of the run's settings.
-PER_INVOCATION = frozenset({"resume", "out", "debug_nans", "progress"})
+PER_INVOCATION = frozenset({"resume", "out", "debug_nans", "progress", "tensorboard"})
 
 
 def resume_command(experiment: str, run_dir, *, prefix: str = "python -m jaxdl") -> str:
