@@ -291,7 +291,16 @@ def from_dict(cls, values: dict):
 
 def parse_config(cls, argv: list[str], prog: str):
     """argv -> validated config (see the module docstring for precedence)."""
-    given = vars(build_parser(cls, prog).parse_args(argv))
+    return make_config(cls, vars(build_parser(cls, prog).parse_args(argv)))
+
+
+def make_config(cls, given: dict):
+    """The validated config from the options `given` (field name -> value; the rest from the
+    defaults, presets and a resumed run's config.json, as on the command line)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    for name in given:
+        if name not in names:
+            raise JaxdlError(f"unknown option {name!r}{did_you_mean(name, names)}")
     values = dataclasses.asdict(cls())
     for name, presets in cls.PRESETS.items():
         chosen = given.get(name, values[name])

@@ -153,3 +153,44 @@ def test_bad_settings_are_refused_before_the_run_folder_exists(tmp_path, monkeyp
         harness.run(cfg, "toy", lambda: dataclasses.replace(_toy_task(), epoch=harness.Batches(
             _toy_task().epoch.data, partial(shuffled_indices, batch_size=1000), take_rows, 1000)))
     assert not (tmp_path / "r").exists()
+
+
+def test_tensorboard_holds_what_metrics_jsonl_holds(tmp_path, monkeypatch):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    monkeypatch.setenv("JAXDL_REGISTRY", str(tmp_path / "registry"))
+    cfg = _ToyCfg(max_epochs=4, ckpt_every=2, out=str(tmp_path / "r"), progress=False, devices="1")
+    run = harness.run(cfg, "toy", _toy_task)
+    events = EventAccumulator(str(run.dir / "tensorboard"))
+    events.Reload()
+    rows = [json.loads(line) for line in (run.dir / "metrics.jsonl").read_text().splitlines()]
+    assert sorted(events.Tags()["scalars"]) == ["train/loss", "w/error"]
+    for tag, key in (("train/loss", "train_loss"), ("w/error", "w_error")):
+        got = [(e.step, e.value) for e in events.Scalars(tag)]
+        assert [s for s, _ in got] == [r["epoch"] for r in rows]
+        np.testing.assert_allclose([v for _, v in got], [r[key] for r in rows], rtol=1e-6)
+
+
+def test_off_a_terminal_each_epoch_is_one_plain_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("JAXDL_REGISTRY", str(tmp_path / "registry"))
+    cfg = _ToyCfg(max_epochs=3, out=str(tmp_path / "r"), devices="1", tensorboard=False)
+    harness.run(cfg, "toy", lambda: dataclasses.replace(_toy_task(), label="toy run"))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("toy run")]
+    assert [line.split()[3] for line in lines] == ["1/3", "2/3", "3/3"]
+    assert all(" loss " in line and " w_error " in line and line.endswith(" s") for line in lines)
+    assert not (tmp_path / "r" / "tensorboard").exists()
+
+
+def test_cli_suggests_what_was_meant(cli):
+    out = cli("exp", "sofmax")
+    assert out.returncode == 2 and "did you mean softmax?" in out.stderr
+    out = cli("exp", "mlp", "--max-epoch", "3")
+    assert out.returncode == 2 and out.stderr.strip().startswith("error: unknown flag --max-epoch; did you mean "
+                                                                 "--max-epochs?")
+    out = cli("lst")
+    assert out.returncode == 2 and "did you mean list?" in out.stderr
+    out = cli("list")
+    assert out.returncode == 0 and any(line.startswith("softmax") and "Softmax regression" in line
+                                       for line in out.stdout.splitlines())
+    help_text = cli("exp", "transe", "--help").stdout.replace("\n", "").replace(" ", "")
+    assert "--model{transe,rotate,distmult}" in help_text and "--optimizer{sgd,optax_sgd,momentum,adam,adamw}" in help_text

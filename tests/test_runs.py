@@ -340,5 +340,6 @@ def test_devices_lists_what_jax_sees():
            "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run([sys.executable, "-m", "jaxdl", "devices"], capture_output=True, text=True, env=env,
                           timeout=120)
-    rows = [line.split("\t") for line in proc.stdout.splitlines()]
-    assert proc.returncode == 0 and [r[:3] for r in rows] == [[str(i), "cpu", "cpu"] for i in range(3)], proc
+    rows = [line.split() for line in proc.stdout.splitlines()]
+    assert proc.returncode == 0 and rows[0] == ["index", "platform", "kind", "memory"], proc
+    assert [r[:3] for r in rows[1:]] == [[str(i), "cpu", "cpu"] for i in range(3)], proc

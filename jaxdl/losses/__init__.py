@@ -1,5 +1,6 @@
 """Pure, keyword-clear loss functions. Per-example forms return shape (B,); reduce with `mean`."""
-from jaxdl.losses.dense import (  # noqa: F401
+from jaxdl.losses import classification, dense, kge, word2vec
+from jaxdl.losses.dense import (
     accuracy,
     cross_entropy,
     cross_entropy_naive,
@@ -8,3 +9,6 @@ from jaxdl.losses.dense import (  # noqa: F401
     softmax_naive,
     squared_loss,
 )
+
+__all__ = ["accuracy", "classification", "cross_entropy", "cross_entropy_naive", "dense", "gaussian_nll", "kge",
+           "masked_mean", "softmax_naive", "squared_loss", "word2vec"]
