@@ -71,12 +71,14 @@ def test_malformed_similarity_file_is_one_line_error(tmp_path, content, msg):
     assert "\n" not in str(e.value)
 
 
-def test_spearman_matches_scipy_with_ties():
+def test_spearman_against_its_closed_form_and_tied_ranks():
     rng = np.random.default_rng(2)
-    x = rng.integers(0, 6, 50).astype(float)  # many ties
-    y = x + rng.normal(size=50)
-    assert wv.spearman(x, y) == pytest.approx(stats.spearmanr(x, y).statistic, abs=1e-12)
-    np.testing.assert_array_equal(wv.rank_average_ties([3, 1, 3, 2]), [3.5, 1, 3.5, 2])
+    x, y = rng.permutation(30).astype(float), rng.permutation(30).astype(float)  # no ties
+    d = x - y  # the values are their own ranks - 1
+    assert wv.spearman(x, y) == pytest.approx(1 - 6 * (d * d).sum() / (30 * (30 ** 2 - 1)), abs=1e-12)
+    # ties share their average rank: [3, 1, 3, 2] -> ranks [3.5, 1, 3.5, 2], Pearson of the ranks
+    rx, ry = np.array([3.5, 1, 3.5, 2]), np.array([1.0, 2, 3, 4])
+    assert wv.spearman([3, 1, 3, 2], [1, 2, 3, 4]) == pytest.approx(np.corrcoef(rx, ry)[0, 1], abs=1e-12)
     assert np.isnan(wv.spearman([1, 1, 1], [1, 2, 3]))
 
 

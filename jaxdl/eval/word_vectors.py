@@ -18,6 +18,8 @@ is words[i]), so it works the same on trained tables and on vectors read from a 
 """
 from __future__ import annotations
 
+import warnings
+
 import math
 from functools import partial
 from pathlib import Path
@@ -25,6 +27,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from scipy import stats
 
 from jaxdl.errors import JaxdlError
 
@@ -162,28 +165,12 @@ def _is_number(text: str) -> bool:
         return False
 
 
-def rank_average_ties(x) -> np.ndarray:
-    """Ranks 1..n with tied values sharing their average rank (float64)."""
-    x = np.asarray(x, np.float64)
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x), np.float64)
-    sorted_x = x[order]
-    i = 0
-    while i < len(x):
-        j = i
-        while j + 1 < len(x) and sorted_x[j + 1] == sorted_x[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    return ranks
-
-
 def spearman(x, y) -> float:
-    """Spearman's rho: the Pearson correlation of the (tie-averaged) ranks. NaN if either is constant."""
-    rx, ry = rank_average_ties(x), rank_average_ties(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    denom = math.sqrt(float((rx * rx).sum() * (ry * ry).sum()))
-    return float((rx * ry).sum() / denom) if denom > 0 else float("nan")
+    """Spearman's rho (scipy.stats.spearmanr: tied values share their average rank); NaN if
+    either side is constant."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", stats.ConstantInputWarning)
+        return float(stats.spearmanr(np.asarray(x, np.float64), np.asarray(y, np.float64)).statistic)
 
 
 def similarity_spearman(words, vectors_VxD, pairs) -> dict:
