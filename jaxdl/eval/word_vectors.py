@@ -18,9 +18,8 @@ is words[i]), so it works the same on trained tables and on vectors read from a 
 """
 from __future__ import annotations
 
-import warnings
-
 import math
+import warnings
 from functools import partial
 from pathlib import Path
 
