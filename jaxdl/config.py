@@ -182,7 +182,7 @@ class _Parser(argparse.ArgumentParser):
         if message.startswith("unrecognized arguments:"):
             flags = [w for w in message.split(":", 1)[1].split() if w.startswith("--")]
             if flags:
-                known = [o for a in self._actions for o in a.option_strings]
+                known = [o for a in self._actions for o in a.option_strings if o not in ("-h", "--help")]
                 raise JaxdlError(f"unknown flag {flags[0].split('=')[0]}{did_you_mean(flags[0].split('=')[0], known)} "
                                  f"(all flags: {self.prog} --help)")
         raise JaxdlError(message)

@@ -59,7 +59,7 @@ def test_functions_agree_where_claimed():
 
 
 @pytest.mark.parametrize("flags,msg", [(["--trials", "0"], "--trials: must be > 0"),
-                                       (["--lr", "0.1"], "unrecognized arguments")])
+                                       (["--lr", "0.1"], "unknown flag --lr")])
 def test_bad_flags(flags, msg, capsys, tmp_path):
     assert cli_main(["exp", "autograd", "--out", str(tmp_path / "r"), *flags]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -47,11 +47,11 @@ def test_softmax_mse_trains_worse_than_ce(tmp_path):
 
 
 @pytest.mark.parametrize("argv,msg", [
-    (["exp", "nope"], "unknown experiment 'nope'; known:"),
+    (["exp", "nope"], "unknown experiment 'nope' (known:"),
     (["exp", "softmax", "--lr", "-0.1"], "--lr: must be > 0"),
     (["exp", "mlp", "--max-epochs", "0"], "--max-epochs: must be > 0"),
     (["exp", "mlp", "--hidden", "a,b"], "--hidden"),
-    (["exp", "softmax", "--frobnicate"], "unrecognized arguments"),
+    (["exp", "softmax", "--frobnicate"], "unknown flag --frobnicate"),
     (["exp", "softmax", "--dataset", "fashion_mnist", "--data-dir", "/nonexistent"], "no such directory"),
     (["exp", "linreg", "--batch-size", "5000"], "larger than"),
     (["frob"], "unknown command"),

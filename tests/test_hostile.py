@@ -127,8 +127,8 @@ def test_missing_data_files_and_folder(tmp_path, capsys):
     (["--hidden", "32,,x"], "--hidden"),
     (["--lr"], "expected one argument"),
     (["--progress=maybe"], "--progress"),
-    (["--frobnicate", "1"], "unrecognized arguments: --frobnicate"),
-    (["--max-epoch", "3"], "unrecognized arguments: --max-epoch"),  # no abbreviations
+    (["--frobnicate", "1"], "unknown flag --frobnicate"),
+    (["--max-epoch", "3"], "unknown flag --max-epoch; did you mean --max-epochs?"),  # no abbreviations
     (["--devices", "7"], "--devices 7"),
     (["--batch-size", "100000"], "larger than"),
 ])
@@ -138,7 +138,7 @@ def test_hostile_flags(flags, expected, tmp_path, capsys):
 
 
 def test_unknown_experiment_and_command(capsys):
-    _fails_cleanly(capsys, ["exp", "resnet"], "unknown experiment 'resnet'; known:", "mlp", "softmax")
+    _fails_cleanly(capsys, ["exp", "resnet"], "unknown experiment 'resnet' (known:", "mlp", "softmax")
     _fails_cleanly(capsys, ["exp"], "name an experiment")
     _fails_cleanly(capsys, ["train", "mlp"], "unknown command 'train'")
     _fails_cleanly(capsys, ["ps", "--bogus"], "unrecognized arguments")
