@@ -61,7 +61,7 @@ from jaxdl.errors import JaxdlError
 from jaxdl.eval.federated import METRICS, flat_metrics, make_client_evaluator
 from jaxdl.losses.kge import make_loss_fn
 from jaxdl.models.kge import KGEModel, with_entity_constraint
-from jaxdl.runs.run import write_json_atomic
+from jaxdl.runs.files import save_figure
 from jaxdl.train import federated as fed
 from jaxdl.train.optim import make_optimizer
 from jaxdl.train.step import make_train_step
@@ -241,7 +241,7 @@ def plot_round_curves(records: list[dict], path: Path, *, title: str = "") -> No
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_comparison(curves: dict[str, list[dict]], path: Path, *, title: str = "") -> None:
@@ -256,7 +256,7 @@ def plot_comparison(curves: dict[str, list[dict]], path: Path, *, title: str = "
     ax.grid(alpha=0.3)
     ax.legend(loc="best")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
 
 
 def comparison_table(summaries: dict[str, dict]) -> dict:
@@ -296,7 +296,7 @@ def main(cfg: Config):
                       for i, c in enumerate(split.summary()["clients"])), flush=True)
 
     def save_split(run):
-        fed_data.save_split(run.dir / "split.npz", split)
+        run.write_bytes("split.npz", fed_data.split_bytes(split))
 
     if cfg.setting != "all":
         def build():
@@ -312,7 +312,7 @@ def main(cfg: Config):
         table = comparison_table(summaries)
         print(format_table(table), flush=True)
         if run.is_writer:
-            write_json_atomic(run.dir / "comparison.json", table)
+            run.write_json("comparison.json", table)
             plot_comparison({s: o.result.records for s, o in outcomes.items()}, run.dir / "comparison.png",
                             title=f"{graph_name(kg)}: {cfg.clients} clients")
         return {"setting": "all", "split": split.summary(),

@@ -55,7 +55,7 @@ from jaxdl.errors import JaxdlError
 from jaxdl.eval.classification import make_evaluator
 from jaxdl.losses.classification import classification_loss
 from jaxdl.models.dense import mlp_apply, mlp_init
-from jaxdl.runs.run import write_json_atomic
+from jaxdl.runs.files import save_figure
 from jaxdl.train.epoch import shuffled_indices, take_rows
 from jaxdl.train.optim import make_optimizer
 from jaxdl.train.step import init_state
@@ -158,7 +158,7 @@ def plot_importance(importance: dict[str, np.ndarray], names, path: Path, *, top
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 def plot_digit_maps(maps: dict[str, np.ndarray], path: Path, *, title: str) -> None:
@@ -178,7 +178,7 @@ def plot_digit_maps(maps: dict[str, np.ndarray], path: Path, *, title: str) -> N
         axes[row, 0].set_ylabel(m, fontsize=9)
         fig.colorbar(image, ax=axes[row, :], shrink=0.9, label="attribution")
     fig.suptitle(title, fontsize=10)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
 
 
 # ---- the experiment -----------------------------------------------------------------------------
@@ -284,8 +284,8 @@ def explain(cfg: Config, bc, digits, outcomes: dict[str, harness.Outcome], run) 
                                                               "rank_correlation": correlations},
               "digits": digits_out}
     if run.is_writer:
-        write_json_atomic(run.dir / "importance.json", report)
-        (run.dir / "top_features.md").write_text(table)
+        run.write_json("importance.json", report)
+        run.write_text("top_features.md", table)
         plot_importance(importance, names, run.dir / "importance.png", top=min(15, len(names)),
                         title=f"breast cancer MLP: what drives the log-odds of benign "
                               f"({bc_out['rows_explained']} test rows)")

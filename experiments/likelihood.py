@@ -30,6 +30,7 @@ from jaxdl.config import TrainConfig, defaults, doc
 from jaxdl.data.synthetic import linreg_data
 from jaxdl.errors import JaxdlError
 from jaxdl.losses.dense import gaussian_nll, squared_loss
+from jaxdl.runs.files import save_figure
 from jaxdl.train.epoch import shuffled_indices, take_rows
 from jaxdl.train.optim import make_optimizer
 from jaxdl.train.step import init_state
@@ -139,7 +140,7 @@ def plot(path, x, y, params, *, title: str) -> None:
     ax_s.set(xlabel="sigma^2", ylabel="mean NLL at (w_hat, b_hat)", title="the noise variance")
     ax_s.legend(fontsize=8)
     fig.suptitle(title)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
 
 
 def build(cfg: Config) -> harness.Task:

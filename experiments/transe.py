@@ -40,7 +40,7 @@ import numpy as np
 
 from jaxdl import harness
 from jaxdl.config import KGEOptions, TrainConfig, defaults, doc
-from jaxdl.data.kg import CORRUPT_MODES, KG, epoch_batches, load_kg, synthetic_kg, triple_set, write_id_maps
+from jaxdl.data.kg import CORRUPT_MODES, KG, epoch_batches, id_maps, load_kg, synthetic_kg, triple_set
 from jaxdl.errors import JaxdlError
 from jaxdl.eval.link_prediction import make_evaluator
 from jaxdl.losses.kge import make_loss_fn
@@ -110,9 +110,10 @@ def task(cfg: Config, s: Setup) -> harness.Task:
     def report(run, result: harness.Result) -> dict:
         final, last = evaluate(result.best_params), evaluate(result.params)
         if run.is_writer:
-            np.save(run.dir / "entity_embeddings.npy", np.asarray(result.best_params["entity"]))
-            np.save(run.dir / "relation_embeddings.npy", np.asarray(result.best_params["relation"]))
-            write_id_maps(run.dir, kg)
+            run.save_array("entity_embeddings.npy", result.best_params["entity"])
+            run.save_array("relation_embeddings.npy", result.best_params["relation"])
+            for name, text in id_maps(kg).items():
+                run.write_text(name, text)
         print(f"test MRR {final['test_mrr']:.4f}  MR {final['test_mr']:.2f}  Hits@1 {final['test_hits@1']:.4f}  "
               f"Hits@3 {final['test_hits@3']:.4f}  Hits@10 {final['test_hits@10']:.4f}  "
               f"(best validation epoch {result.best_epoch})", flush=True)

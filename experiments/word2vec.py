@@ -269,10 +269,10 @@ def write_outputs(run, cfg: Config, vocab, corpus, params, result: harness.Resul
         **evaluations,
     }
     if run.is_writer:
-        wv.write_word2vec_text(run.dir / "vectors.txt", words, vectors)
-        np.save(run.dir / "vectors.npy", vectors)
-        np.save(run.dir / "context_vectors.npy", np.asarray(params["W_out"])[1:])
-        (run.dir / "vocab.txt").write_text("".join(f"{w} {c}\n" for w, c in zip(words, vocab.counts[1:].tolist())))
+        run.write_text("vectors.txt", wv.word2vec_text(words, vectors))
+        run.save_array("vectors.npy", vectors)
+        run.save_array("context_vectors.npy", np.asarray(params["W_out"])[1:])
+        run.write_text("vocab.txt", "".join(f"{w} {c}\n" for w, c in zip(words, vocab.counts[1:].tolist())))
     return summary
 
 

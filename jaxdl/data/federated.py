@@ -200,6 +200,15 @@ def split_by_relation(kg: KG, num_clients: int, *, seed: int = 0, valid_fraction
 def save_split(path: str | Path, split: FederatedSplit) -> Path:
     """Write `split` as an .npz: a JSON header and, per client, its relation ids and triples."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(split_bytes(split))
+    tmp.replace(path)
+    return path
+
+
+def split_bytes(split: FederatedSplit) -> bytes:
+    """The .npz `save_split` writes, as bytes."""
     header = {"format": SPLIT_FORMAT, "num_clients": split.num_clients, "num_entities": split.num_entities,
               "num_relations": split.num_relations, "seed": split.seed, "valid_fraction": split.valid_fraction,
               "test_fraction": split.test_fraction, "moved_to_train": list(split.moved_to_train),
@@ -211,11 +220,7 @@ def save_split(path: str | Path, split: FederatedSplit) -> Path:
             arrays[f"client{i}_{name}"] = c.split(name)
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(buffer.getvalue())
-    tmp.replace(path)
-    return path
+    return buffer.getvalue()
 
 
 def load_split(path: str | Path, kg: KG) -> FederatedSplit:

@@ -160,11 +160,16 @@ def write_kg(folder: str | Path, kg: KG) -> Path:
 
 
 def write_id_maps(folder: str | Path, kg: KG) -> None:
-    """`entities.tsv` and `relations.tsv`: `id<TAB>name` a line, the row order of the
-    saved embedding matrices."""
-    folder = Path(folder)
-    for fname, names in (("entities.tsv", kg.entities), ("relations.tsv", kg.relations)):
-        (folder / fname).write_text("".join(f"{i}\t{n}\n" for i, n in enumerate(names)), encoding="utf-8")
+    """Write `id_maps(kg)` into `folder`."""
+    for fname, text in id_maps(kg).items():
+        (Path(folder) / fname).write_text(text, encoding="utf-8")
+
+
+def id_maps(kg: KG) -> dict[str, str]:
+    """`entities.tsv` and `relations.tsv`: `id<TAB>name` a line, the row order of the saved
+    embedding matrices."""
+    return {fname: "".join(f"{i}\t{n}\n" for i, n in enumerate(names))
+            for fname, names in (("entities.tsv", kg.entities), ("relations.tsv", kg.relations))}
 
 
 # ---------------------------------------------------------------------------------------

@@ -35,20 +35,24 @@ from jaxdl.errors import JaxdlError
 # The word2vec text format
 # ---------------------------------------------------------------------------------------
 def write_word2vec_text(path, words, vectors_VxD) -> None:
-    """Write "V D" then "word x_1 ... x_D" per word (float32 printed to round-trip exactly)."""
+    """Write `word2vec_text(words, vectors_VxD)` to `path` (through a temporary file)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(word2vec_text(words, vectors_VxD), encoding="utf-8")
+    tmp.replace(path)
+
+
+def word2vec_text(words, vectors_VxD) -> str:
+    """"V D" then "word x_1 ... x_D" per word (float32 printed to round-trip exactly)."""
     vectors = np.asarray(vectors_VxD, np.float32)
     if vectors.ndim != 2 or len(words) != len(vectors):
         raise ValueError(f"{len(words)} words for vectors of shape {vectors.shape}")
     bad = [w for w in words if not w or any(c.isspace() for c in w)]
     if bad:
         raise JaxdlError(f"cannot write word {bad[0]!r} in the word2vec text format (empty or contains whitespace)")
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(f"{len(words)} {vectors.shape[1]}\n")
-        for word, row in zip(words, vectors):
-            f.write(word + " " + " ".join(map(repr, row.tolist())) + "\n")
-    tmp.replace(path)
+    lines = [f"{len(words)} {vectors.shape[1]}\n"]
+    lines += [word + " " + " ".join(map(repr, row.tolist())) + "\n" for word, row in zip(words, vectors)]
+    return "".join(lines)
 
 
 def read_word2vec_text(path) -> tuple[list[str], np.ndarray]:

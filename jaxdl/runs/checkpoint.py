@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 
 import jax
@@ -26,6 +25,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxdl.errors import JaxdlError
+from jaxdl.runs.files import write_bytes_atomic
 
 logging.getLogger("absl").setLevel(logging.ERROR)
 MANIFEST = "jaxdl_files.sha256"
@@ -82,9 +82,7 @@ def _file_digests(step_dir: Path) -> dict[str, str]:
 def _write_manifest(step_dir: Path) -> None:
     """SHA-256 of every file of a finished checkpoint, so damage is found before orbax reads
     it. (A crash before this is written leaves a checkpoint checked by its array digest only.)"""
-    tmp = step_dir / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(_file_digests(step_dir), indent=0))
-    os.replace(tmp, step_dir / MANIFEST)
+    write_bytes_atomic(step_dir / MANIFEST, json.dumps(_file_digests(step_dir), indent=0).encode())
 
 
 def _check_manifest(step_dir: Path) -> None:

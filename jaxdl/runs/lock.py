@@ -109,7 +109,13 @@ def acquire(run_dir, info: dict) -> None:
     path = Path(run_dir) / LOCK_NAME
     me = this_process()
     for _ in range(5):
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise JaxdlError(f"{path}: is a symbolic link; a run writes only files of its own "
+                                 f"(remove the link)") from None
+            raise
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -136,13 +142,49 @@ def acquire(run_dir, info: dict) -> None:
                     state = "not holding it"
                 print(f"notice: {run_dir}: taking over the stale lock of pid {previous['pid']} ({state})",
                       file=sys.stderr)
-            _write_fd(fd, {**me, **info})
+            _write_fd(fd, {**me, "cmdline": psutil.Process().cmdline(), **info})
         except BaseException:
             os.close(fd)
             raise
         _HELD[key] = fd
         return
     raise JaxdlError(f"{run_dir}: could not take the run lock (it keeps changing hands)")
+
+
+def check_holder(run_dir, record: dict) -> None:
+    """Before a signal goes to the pid a lock record names: JaxdlError unless that process is
+    the run's own -- it holds the run's flock now, and its start time and command line are
+    the ones recorded (a pid alone may have been reused, or written by anyone)."""
+    pid = record.get("pid")
+    refuse = f"{run_dir}: not signalling pid {pid}"
+    if not isinstance(pid, int) or record.get("create_time") is None:
+        raise JaxdlError(f"{refuse}: its lock record does not say which process it is (no start time)")
+    try:
+        proc = psutil.Process(pid)
+        started, cmdline = proc.create_time(), proc.cmdline()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        raise JaxdlError(f"{refuse}: no such process of yours") from None
+    if abs(started - float(record["create_time"])) > 1.0:
+        raise JaxdlError(f"{refuse}: it started at another time than the run's process (a reused pid)")
+    if "cmdline" in record and record["cmdline"] != cmdline:
+        raise JaxdlError(f"{refuse}: its command line is not the run's")
+    try:
+        fd = os.open(Path(run_dir) / LOCK_NAME, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as e:
+        raise JaxdlError(f"{refuse}: the run's lock cannot be read ({e.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            return  # held by someone: the process the record names, whose identity matched above
+        if "cmdline" not in record:  # no flock on this filesystem: only a full record may stand in
+            raise JaxdlError(f"{refuse}: the lock cannot be tested here and its record names no command line") \
+                from None
+        return
+    else:
+        raise JaxdlError(f"{refuse}: nobody holds the run's lock, so pid {pid} is not running it")
+    finally:
+        os.close(fd)
 
 
 def holds(run_dir) -> bool:

@@ -13,6 +13,8 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from jaxdl.runs.files import save_figure
+
 # (family, y label, log axis when the values span a decade, test on a metric's name)
 FAMILIES = (
     ("loss", "loss", True, lambda k: "loss" in k),
@@ -84,5 +86,5 @@ def plot_curves(records: list[dict], path: Path, *, title: str = "") -> Figure |
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     return fig

@@ -146,6 +146,7 @@ def main_stop(argv: list[str]) -> int:
             if info["checkpoint"] is not None else "not running and has no checkpoint"
         print(f"{run_dir}: {how}")
         return 0
+    lock.check_holder(run_dir, held)
     pid, create_time = int(held["pid"]), held.get("create_time")
     try:
         if state == "stopped":

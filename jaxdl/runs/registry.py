@@ -17,6 +17,8 @@ import json
 import os
 from pathlib import Path
 
+from jaxdl.runs.files import write_bytes_atomic
+
 
 def registry_dir() -> Path:
     """$JAXDL_REGISTRY, else ~/.cache/jaxdl/registry."""
@@ -29,10 +31,9 @@ def _entry_path(run_dir) -> Path:
 
 
 def _write(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record))
-    os.replace(tmp, path)
+    """The entry, readable by this user only, in a registry folder that is this user's alone."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    write_bytes_atomic(path, json.dumps(record).encode(), mode=0o600)
 
 
 def _read(path: Path) -> dict | None:

@@ -18,6 +18,7 @@ This module imports no jax, so `ps` and `stop` start instantly.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -29,6 +30,7 @@ import numpy as np
 
 from jaxdl.errors import JaxdlError
 from jaxdl.runs import lock, registry
+from jaxdl.runs.files import append_line, json_bytes, open_nofollow, refuse_links, write_bytes_atomic, write_json_atomic
 
 CKPT_DIR = "checkpoints"
 # Settings of one invocation, not of the run: a resumed run does not take them from its
@@ -40,19 +42,6 @@ def resume_command(experiment: str, run_dir, *, prefix: str = "python -m jaxdl")
     """The command that continues the run in `run_dir` (`prefix`: how jaxdl was started, e.g.
     through `launch`)."""
     return f"{prefix} exp {experiment} --resume {run_dir}"
-
-
-def _json_default(x):
-    if isinstance(x, np.generic) or hasattr(x, "__array__"):  # numpy scalars, numpy and jax arrays
-        a = np.asarray(x)
-        return a.item() if a.ndim == 0 else a.tolist()
-    raise TypeError(f"not JSON serialisable: {type(x)}")
-
-
-def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
-    os.replace(tmp, path)
 
 
 def read_json(path: Path) -> dict | None:
@@ -124,7 +113,8 @@ def _repair_jsonl(path: Path) -> None:
     """Drop a torn last line (the process died while appending it) so appends stay whole."""
     if not path.is_file():
         return
-    with open(path, "rb+") as f:
+    fd = open_nofollow(path, os.O_RDWR)
+    with os.fdopen(fd, "rb+") as f:
         data = f.read()
         if not data or data.endswith(b"\n"):
             return
@@ -164,6 +154,7 @@ class Run:
             run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise JaxdlError(f"{run_dir}: cannot create the run folder ({e.strerror})") from None
+        refuse_links(run_dir)
         device_names = list(devices or [])
         started = time.time()
         lock.acquire(run_dir, {"experiment": experiment, "run_dir": str(run_dir.resolve()),
@@ -233,7 +224,7 @@ class Run:
             return
         self.commit()
         epoch = int(record["epoch"])
-        line = json.dumps(record, default=_json_default)
+        line = json_bytes(record, indent=None).decode().rstrip("\n")
         logged = self._records()
         if epoch in logged:
             old, new = json.dumps(logged[epoch], sort_keys=True), json.dumps(json.loads(line), sort_keys=True)
@@ -241,14 +232,10 @@ class Run:
                 print(f"warning: {self.dir}: epoch {epoch} recomputed after resuming differs from metrics.jsonl "
                       f"(kept the logged record; was the config changed?)", file=sys.stderr)
             return
-        with open(self.dir / "metrics.jsonl", "a") as f:
-            f.write(line + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_line(self.dir / "metrics.jsonl", line)
         logged[epoch] = json.loads(line)
         if seconds is not None:
-            with open(self.dir / "timing.jsonl", "a") as f:
-                f.write(json.dumps({"epoch": epoch, "seconds": seconds}) + "\n")
+            append_line(self.dir / "timing.jsonl", json.dumps({"epoch": epoch, "seconds": seconds}))
 
     def metrics(self) -> list[dict]:
         return read_jsonl(self.dir / "metrics.jsonl")
@@ -261,13 +248,29 @@ class Run:
                 self.note = "finished"
 
     def write_json(self, name: str, obj) -> None:
+        self.write_bytes(name, json_bytes(obj))
+
+    def write_bytes(self, name: str, data: bytes) -> None:
+        """A file of the run's own (`name` inside the folder), written whole and link-safe."""
         if self.is_writer:
             self.commit()
-            write_json_atomic(self.dir / name, obj)
+            write_bytes_atomic(self.dir / name, data)
+
+    def write_text(self, name: str, text: str) -> None:
+        self.write_bytes(name, text.encode("utf-8"))
+
+    def save_array(self, name: str, array) -> None:
+        """`name` (.npy) holds `array`, as np.save writes it."""
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(array), allow_pickle=False)
+        self.write_bytes(name, buffer.getvalue())
 
 
 def _choose_folder(experiment: str, config: dict, *, out: str, resume: str) -> tuple[Path, dict | None]:
     """The run folder to open, and the saved config when resuming; refusals as in `Run.open`."""
+    folder = Path(resume or out) if (resume or out) else None
+    if folder is not None and folder.is_dir():
+        refuse_links(folder)
     old_config = None
     if resume:
         run_dir = Path(resume)

@@ -1,0 +1,113 @@
+"""A run folder cannot be turned against its user: no write follows a symbolic link planted in
+it, and `stop` signals a process only after checking that it is the run's own."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+
+import psutil
+import pytest
+
+from jaxdl.cli import main as cli_main
+from jaxdl.errors import JaxdlError
+from jaxdl.runs import files, ps, registry
+from jaxdl.runs.run import Run
+
+
+@pytest.fixture(autouse=True)
+def _registry(tmp_path, monkeypatch):
+    monkeypatch.setenv("JAXDL_REGISTRY", str(tmp_path / "registry"))
+
+
+@pytest.fixture
+def victim(tmp_path):
+    path = tmp_path / "victim.txt"
+    path.write_text("precious\n")
+    return path
+
+
+@pytest.mark.parametrize("name", ["run.lock", "config.json", "metrics.jsonl", "config.json.tmp", "summary.json.tmp",
+                                  "curves.png", "checkpoints"])
+def test_a_planted_link_is_refused_and_its_target_untouched(tmp_path, victim, name, capsys):
+    out = tmp_path / "s1"
+    out.mkdir()
+    (out / name).symlink_to(victim)
+    code = cli_main(["exp", "linreg", "--out", str(out), "--no-progress", "--no-tensorboard"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "is a symbolic link" in err[0], err
+    assert victim.read_text() == "precious\n"
+
+
+def test_a_link_planted_in_a_resumed_run_is_refused(tmp_path, victim, capsys):
+    out = tmp_path / "r"
+    assert cli_main(["exp", "linreg", "--out", str(out), "--max-epochs", "1", "--no-progress"]) == 0
+    (out / "metrics.jsonl").unlink()
+    (out / "metrics.jsonl").symlink_to(victim)
+    assert cli_main(["exp", "linreg", "--resume", str(out), "--max-epochs", "2", "--no-progress"]) == 2
+    assert "metrics.jsonl: is a symbolic link" in capsys.readouterr().err
+    assert victim.read_text() == "precious\n"
+
+
+def test_whole_file_writes_replace_a_link_never_its_target_and_appends_refuse_one(tmp_path, victim):
+    link = tmp_path / "summary.json"
+    link.symlink_to(victim)
+    files.write_json_atomic(link, {"finished": True})
+    assert not link.is_symlink() and json.loads(link.read_text()) == {"finished": True}
+    assert victim.read_text() == "precious\n"
+    (tmp_path / "metrics.jsonl").symlink_to(victim)
+    with pytest.raises(JaxdlError, match="is a symbolic link"):
+        files.append_line(tmp_path / "metrics.jsonl", "{}")
+    assert victim.read_text() == "precious\n"
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_registry_entries_are_the_users_alone(tmp_path):
+    run = Run.open("toy", {"max_epochs": 1}, out=str(tmp_path / "r"))
+    run.close()
+    entries = list((tmp_path / "registry").glob("*.json"))
+    assert entries and all(oct(p.stat().st_mode & 0o777) == oct(0o600) for p in entries)
+
+
+@pytest.fixture
+def sleeper():
+    proc = subprocess.Popen(["sleep", "60"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def _spoofed_run(tmp_path, pid: int, **record) -> os.PathLike:
+    run_dir = tmp_path / "spoof"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text("{}")
+    info = psutil.Process(pid)
+    lock = {"pid": pid, "host": socket.gethostname(), "create_time": info.create_time(), "cmdline": info.cmdline()}
+    (run_dir / "run.lock").write_text(json.dumps({**lock, **record}))
+    return run_dir
+
+
+def test_stop_refuses_a_process_that_does_not_hold_the_runs_lock(tmp_path, sleeper):
+    run_dir = _spoofed_run(tmp_path, sleeper.pid)  # its real start time and command line, but no flock
+    with pytest.raises(JaxdlError, match=f"not signalling pid {sleeper.pid}: nobody holds the run's lock"):
+        ps.main_stop([str(run_dir)])
+    registry.register(run_dir, {"run_dir": str(run_dir), "pid": sleeper.pid, "host": socket.gethostname()})
+    with pytest.raises(JaxdlError, match=f"not signalling pid {sleeper.pid}"):
+        ps.main_stop([str(sleeper.pid)])  # the same through a registry entry naming the pid
+    assert sleeper.poll() is None  # never signalled
+
+
+@pytest.mark.parametrize("record,reason", [({"cmdline": ["python", "-m", "jaxdl", "exp", "mlp"]}, "command line"),
+                                           ({"create_time": None}, "no start time")])
+def test_stop_refuses_a_pid_whose_identity_does_not_match(tmp_path, sleeper, record, reason):
+    run_dir = _spoofed_run(tmp_path, sleeper.pid, **record)
+    with pytest.raises(JaxdlError, match=reason):
+        ps.main_stop([str(run_dir)])
+    assert sleeper.poll() is None
+
+
+def test_a_reused_pid_counts_as_a_dead_run(tmp_path, sleeper, capsys):
+    run_dir = _spoofed_run(tmp_path, sleeper.pid, create_time=12345.0)  # the run's process started at another time
+    assert ps.main_stop([str(run_dir)]) == 0
+    assert "not running" in capsys.readouterr().out and sleeper.poll() is None
