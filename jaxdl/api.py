@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 
 from jaxdl.cli import load_experiment
 from jaxdl.config import make_config
+from jaxdl.devices import compile_cache
 from jaxdl.errors import JaxdlError
 from jaxdl.runs import signals
 from jaxdl.runs.run import CKPT_DIR, check_run_folder, checkpoint_epochs, read_json, read_jsonl
@@ -76,6 +77,8 @@ def run(experiment: str, **options) -> RunResult:
     `jaxdl.errors.Interrupted`; resume with `resume=<its folder>`."""
     module = load_experiment(experiment)
     cfg = make_config(module.Config, options)
+    if getattr(cfg, "compile_cache", False):
+        compile_cache.enable()
     with signals.graceful():
         done = module.main(cfg)
     if done is None:

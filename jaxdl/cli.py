@@ -103,6 +103,7 @@ def main_exp(argv: list[str]) -> int:
     import jax
 
     from jaxdl.config import build_parser, parse_config
+    from jaxdl.devices import compile_cache
     from jaxdl.runs import signals
 
     if not argv:
@@ -114,6 +115,8 @@ def main_exp(argv: list[str]) -> int:
         build_parser(module.Config, prog).print_help()
         return 0
     cfg = parse_config(module.Config, argv, prog)
+    if getattr(cfg, "compile_cache", False):
+        compile_cache.enable()
     debug_nans = bool(getattr(cfg, "debug_nans", False))
     nan_checks = contextlib.ExitStack()
     if debug_nans:  # op by op, so that JAX names the operation that made the NaN and the line calling it

@@ -62,6 +62,8 @@ class RunOptions:
     resume: str = field(default="", metadata=doc("continue the run in this folder"))
     progress: bool = field(default=True, metadata=doc(
         "show progress: a bar on a terminal, one plain line per epoch in a log file or pipe"))
+    compile_cache: bool = field(default=True, metadata=doc(
+        "read and keep compiled programs in $JAXDL_DATA/compile (JAX's persistent compilation cache)"))
 
     PRESETS: ClassVar[dict[str, dict[Any, dict[str, Any]]]] = {}
 

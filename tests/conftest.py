@@ -28,5 +28,6 @@ def _private_run_registry(tmp_path_factory):
     """Runs made by the tests sign in to a registry of their own, not the user's `jaxdl ps`."""
     patch = pytest.MonkeyPatch()
     patch.setenv("JAXDL_REGISTRY", str(tmp_path_factory.getbasetemp() / "registry"))
+    patch.setenv("JAXDL_COMPILE_CACHE", str(tmp_path_factory.getbasetemp() / "compile"))  # not the user's
     yield
     patch.undo()

@@ -194,3 +194,20 @@ def test_cli_suggests_what_was_meant(cli):
                                        for line in out.stdout.splitlines())
     help_text = cli("exp", "transe", "--help").stdout.replace("\n", "").replace(" ", "")
     assert "--model{transe,rotate,distmult}" in help_text and "--optimizer{sgd,optax_sgd,momentum,adam,adamw}" in help_text
+
+
+def test_the_compile_cache_is_filled_once_and_read_back(tmp_path, cli):
+    """A second run with the same shapes finds every program in the cache (no new entry) and
+    trains to the same bytes; --no-compile-cache leaves no cache behind."""
+    cache = tmp_path / "cache"
+    env = {"JAXDL_COMPILE_CACHE": str(cache), "JAXDL_REGISTRY": str(tmp_path / "registry")}
+    args = ["exp", "mlp", "--max-epochs", "2", "--hidden", "16", "--no-progress", "--no-tensorboard"]
+    assert cli(*args, "--out", str(tmp_path / "a"), env=env).returncode == 0
+    entries = sorted(p.name for p in cache.glob("*-cache"))
+    assert entries
+    assert cli(*args, "--out", str(tmp_path / "b"), env=env).returncode == 0
+    assert sorted(p.name for p in cache.glob("*-cache")) == entries
+    assert (tmp_path / "a/metrics.jsonl").read_bytes() == (tmp_path / "b/metrics.jsonl").read_bytes()
+    other = {**env, "JAXDL_COMPILE_CACHE": str(tmp_path / "unused")}
+    assert cli(*args, "--no-compile-cache", "--out", str(tmp_path / "c"), env=other).returncode == 0
+    assert not (tmp_path / "unused").exists()

@@ -35,7 +35,7 @@ from jaxdl.runs.files import append_line, json_bytes, open_nofollow, refuse_link
 CKPT_DIR = "checkpoints"
 # Settings of one invocation, not of the run: a resumed run does not take them from its
 # config.json, and a change in them is no change of the run's settings.
-PER_INVOCATION = frozenset({"resume", "out", "debug_nans", "progress", "tensorboard"})
+PER_INVOCATION = frozenset({"resume", "out", "debug_nans", "progress", "tensorboard", "compile_cache"})
 
 
 def resume_command(experiment: str, run_dir, *, prefix: str = "python -m jaxdl") -> str:
