@@ -57,7 +57,8 @@ def doc(help: str, *, gt=None, ge=None, le=None, lt=None, choices=None) -> dict:
 class RunOptions:
     """Fields every experiment has: its seed and its run folder."""
 
-    seed: int = field(default=0, metadata=doc("the run's one seed; every key derives from it", ge=0))
+    seed: int = field(default=0, metadata=doc("the run's one seed, 0..2^32-1; every key derives from it", ge=0,
+                                              le=2**32 - 1))
     out: str = field(default="", metadata=doc("run folder (default runs/<experiment>/<timestamp>)"))
     resume: str = field(default="", metadata=doc("continue the run in this folder"))
     progress: bool = field(default=True, metadata=doc(

@@ -111,3 +111,40 @@ def test_a_reused_pid_counts_as_a_dead_run(tmp_path, sleeper, capsys):
     run_dir = _spoofed_run(tmp_path, sleeper.pid, create_time=12345.0)  # the run's process started at another time
     assert ps.main_stop([str(run_dir)]) == 0
     assert "not running" in capsys.readouterr().out and sleeper.poll() is None
+
+
+def test_a_seed_past_32_bits_is_one_line(capsys):
+    assert cli_main(["exp", "linreg", "--seed", str(2 ** 63)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --seed: must be <= {2 ** 32 - 1}, got {2 ** 63}"
+
+
+def test_a_run_file_that_is_a_folder_is_refused(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert cli_main(["exp", "linreg", "--out", str(out), "--max-epochs", "1", "--no-progress"]) == 0
+    (out / "metrics.jsonl").unlink()
+    (out / "metrics.jsonl").mkdir()
+    assert cli_main(["exp", "linreg", "--resume", str(out), "--max-epochs", "2", "--no-progress"]) == 2
+    assert "metrics.jsonl: is not a file" in capsys.readouterr().err
+
+
+def test_a_fresh_run_never_adopts_stray_checkpoints(tmp_path, capsys):
+    donor = tmp_path / "donor"
+    assert cli_main(["exp", "linreg", "--out", str(donor), "--max-epochs", "2", "--no-progress"]) == 0
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    (donor / "checkpoints").rename(stray / "checkpoints")
+    assert cli_main(["exp", "linreg", "--out", str(stray), "--no-progress"]) == 2
+    assert "holds checkpoints but no config.json" in capsys.readouterr().err
+
+
+def test_a_malformed_registry_entry_breaks_no_listing(tmp_path, capsys):
+    good = tmp_path / "good"
+    assert cli_main(["exp", "linreg", "--out", str(good), "--max-epochs", "1", "--no-progress"]) == 0
+    bad = tmp_path / "bad"
+    assert cli_main(["exp", "linreg", "--out", str(bad), "--max-epochs", "1", "--no-progress"]) == 0
+    entry = registry.lookup(bad)
+    registry.register(bad, {**entry, "started": "yesterday", "pid": "x"})
+    capsys.readouterr()
+    assert cli_main(["ps", "--all"]) == 0
+    out = capsys.readouterr()
+    assert str(good) in out.out or good.name in out.out

@@ -92,6 +92,8 @@ def _check_manifest(step_dir: Path) -> None:
         return
     except (OSError, ValueError):
         raise _Damaged(f"its {MANIFEST} cannot be read") from None
+    if not isinstance(wanted, dict) or not all(isinstance(v, str) for v in wanted.values()):
+        raise _Damaged(f"its {MANIFEST} is not a map of file digests")
     found = _file_digests(step_dir)
     for name, digest in wanted.items():
         if name not in found:

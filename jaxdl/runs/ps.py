@@ -21,6 +21,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -76,6 +77,12 @@ def _rows(args) -> list[dict]:
             registry.forget(entry["run_dir"])  # the folder was deleted
             continue
         if entry.get("host", host) != host and not args.all:
+            continue
+        bad = [k for k, kinds in (("pid", (int,)), ("started", (int, float)), ("ended", (int, float)))
+               if entry.get(k) is not None and (not isinstance(entry[k], kinds) or isinstance(entry[k], bool))]
+        if bad:  # one malformed entry breaks no listing
+            print(f"notice: skipped the registry entry of {entry['run_dir']}: its {bad[0]} is "
+                  f"{entry[bad[0]]!r}", file=sys.stderr)
             continue
         rows.append(describe(entry["run_dir"], entry))
     rows.sort(key=lambda r: -(r["started"] or 0))

@@ -33,6 +33,7 @@ from jaxdl.runs import lock, registry
 from jaxdl.runs.files import append_line, json_bytes, open_nofollow, refuse_links, write_bytes_atomic, write_json_atomic
 
 CKPT_DIR = "checkpoints"
+RUN_FILES = ("config.json", "run.json", "metrics.jsonl", "timing.jsonl", "summary.json", "run.lock")
 # Settings of one invocation, not of the run: a resumed run does not take them from its
 # config.json, and a change in them is no change of the run's settings.
 PER_INVOCATION = frozenset({"resume", "out", "debug_nans", "progress", "tensorboard", "compile_cache"})
@@ -271,6 +272,12 @@ def _choose_folder(experiment: str, config: dict, *, out: str, resume: str) -> t
     folder = Path(resume or out) if (resume or out) else None
     if folder is not None and folder.is_dir():
         refuse_links(folder)
+        for name in RUN_FILES:
+            if (folder / name).exists() and not (folder / name).is_file():
+                raise JaxdlError(f"{folder / name}: is not a file; a run folder's {name} must be one (move it aside)")
+        if not resume and checkpoint_epochs(folder) and not (folder / "config.json").is_file():
+            raise JaxdlError(f"--out {out}: holds checkpoints but no config.json: another run's, or a damaged one; "
+                             f"choose another folder")
     old_config = None
     if resume:
         run_dir = Path(resume)
