@@ -29,7 +29,7 @@ from jaxdl.losses.classification import classification_loss
 
 REPO = Path(__file__).resolve().parent.parent
 CORE = ("linreg_step", "softmax_step", "mlp_step", "softmax_epoch")
-ROOMS = ("core", "fede", "interpret", "kge", "parallel", "word2vec")
+ROOMS = ("core", "fede", "interpret", "kge", "parallel", "startup", "word2vec")
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 
 
