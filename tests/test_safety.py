@@ -148,3 +148,65 @@ def test_a_malformed_registry_entry_breaks_no_listing(tmp_path, capsys):
     assert cli_main(["ps", "--all"]) == 0
     out = capsys.readouterr()
     assert str(good) in out.out or good.name in out.out
+
+
+def _zip_bomb(path, member: str, size: int, byte: bytes = b"a"):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        with z.open(member, "w", force_zip64=True) as f:
+            block = byte * (1 << 20)
+            for _ in range(size >> 20):
+                f.write(block)
+    return path
+
+
+def test_a_zip_bomb_corpus_is_refused_before_it_is_read(tmp_path, monkeypatch, capsys):
+    bomb = _zip_bomb(tmp_path / "bomb.zip", "ptb/ptb.train.txt", 64 << 20)  # 64 MiB from ~64 KiB
+    assert bomb.stat().st_size < 1 << 20
+    monkeypatch.setenv("JAXDL_READ_LIMIT", str(16 << 20))
+    assert cli_main(["exp", "word2vec", "--corpus", str(bomb), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "larger than 16 MiB once read" in err[0] and "JAXDL_READ_LIMIT" in err[0]
+
+
+def test_a_member_that_lies_about_its_size_is_refused(tmp_path):
+    """zipfile reads no more than the declared size and then checks the CRC: a member claiming
+    less than it holds is refused as corrupt, never read past its claim."""
+    import zipfile
+
+    from jaxdl.data.bounded import read_zip_member
+
+    bomb = _zip_bomb(tmp_path / "bomb.zip", "a.txt", 8 << 20)
+    with zipfile.ZipFile(bomb) as z:
+        z.getinfo("a.txt").file_size = 10  # as a crafted header would claim
+        with pytest.raises(JaxdlError, match="bomb.zip:a.txt: corrupt zip member"):
+            read_zip_member(z, "a.txt", "bomb.zip:a.txt", limit=1 << 20)
+
+
+def test_nul_bytes_are_no_corpus_and_gzip_is_bounded(tmp_path, capsys):
+    import gzip
+
+    from jaxdl.data.bounded import read_file
+
+    nul = tmp_path / "nul.txt"
+    nul.write_bytes(b"\x00" * 1000)
+    assert cli_main(["exp", "word2vec", "--corpus", str(nul), "--no-progress"]) == 2
+    assert "NUL bytes" in capsys.readouterr().err
+    packed = tmp_path / "big.gz"
+    packed.write_bytes(gzip.compress(b"0" * (4 << 20)))
+    with pytest.raises(JaxdlError, match="larger than 1 MiB"):
+        read_file(packed, limit=1 << 20)
+    assert len(read_file(packed, limit=8 << 20)) == 4 << 20
+
+
+def test_an_idx_set_without_images_is_one_line(tmp_path):
+    import numpy as np
+
+    from jaxdl.data import fashion_mnist, idx
+
+    for name in fashion_mnist.FILES:
+        shape = (0, 28, 28) if "images" in name else (0,)
+        idx.write_idx(tmp_path / name, np.zeros(shape, np.uint8), compress=True)
+    with pytest.raises(JaxdlError, match="holds no images"):
+        fashion_mnist.load_fashion_mnist(str(tmp_path))

@@ -51,6 +51,8 @@ def _images_labels(images_path: Path, labels_path: Path):
         raise JaxdlError(f"{images_path}: expected uint8 images of shape (N, rows, cols), got {X.dtype} {X.shape}")
     if y.ndim != 1 or y.dtype != np.uint8:
         raise JaxdlError(f"{labels_path}: expected uint8 labels of shape (N,), got {y.dtype} {y.shape}")
+    if len(X) == 0:
+        raise JaxdlError(f"{images_path}: holds no images")
     if len(X) != len(y):
         raise JaxdlError(f"{images_path}: {len(X)} images but {labels_path.name} has {len(y)} labels")
     if y.size and y.max() >= len(LABELS):

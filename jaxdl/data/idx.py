@@ -9,11 +9,11 @@ from __future__ import annotations
 import gzip
 import math
 import struct
-import zlib
 from pathlib import Path
 
 import numpy as np
 
+from jaxdl.data.bounded import read_file
 from jaxdl.errors import JaxdlError
 
 _DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -21,18 +21,7 @@ _CODES = {np.dtype(v).newbyteorder("="): k for k, v in _DTYPES.items()}
 
 
 def _read_bytes(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise JaxdlError(f"{path}: no such file") from None
-    except OSError as e:
-        raise JaxdlError(f"{path}: cannot read ({e.strerror})") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise JaxdlError(f"{path}: corrupt or truncated gzip data ({e})") from None
-    return raw
+    return read_file(path)  # gunzipped when gzip; bounded (see jaxdl.data.bounded)
 
 
 def parse_idx(raw: bytes, name: str = "<bytes>") -> np.ndarray:

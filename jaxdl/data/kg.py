@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdl.data.bounded import read_file
 from jaxdl.data.randomness import index_shuffle
 from jaxdl.errors import JaxdlError
 
@@ -108,7 +109,7 @@ def read_triples(path: Path) -> list[tuple[str, str, str]]:
     path = Path(path)
     if not path.is_file():
         raise JaxdlError(f"{path}: missing (a graph folder holds train.txt, valid.txt and test.txt)")
-    data = path.read_bytes()
+    data = read_file(path)  # bounded (jaxdl.data.bounded)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:

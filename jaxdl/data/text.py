@@ -46,6 +46,7 @@ import numpy as np
 
 from jaxdl.data.download import default_cache_dir, download
 from jaxdl.data.randomness import hash_bits, prefix_shuffle
+from jaxdl.data.bounded import read_file, read_zip_member
 from jaxdl.errors import JaxdlError
 
 UNK = "<unk>"
@@ -83,13 +84,15 @@ def read_corpus(path, *, member: str | None = None) -> list[list[str]]:
             if member not in names:
                 shown = ", ".join(names[:8]) + (" ..." if len(names) > 8 else "")
                 raise JaxdlError(f"{path}: archive has no member {member!r} (it has: {shown or 'nothing'})")
-            raw = archive.read(member)
-        where = f"{path}:{member}"
+            where = f"{path}:{member}"
+            raw = read_zip_member(archive, member, where)
     else:
         if path.suffix == ".zip":
             raise JaxdlError(f"{path}: not a valid zip archive")
-        raw = path.read_bytes()
         where = str(path)
+        raw = read_file(path)
+    if b"\x00" in raw:
+        raise JaxdlError(f"{where}: holds NUL bytes: not a text corpus")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
