@@ -117,9 +117,40 @@ def main_launch(argv: list[str]) -> int:
     if args.process_id is not None and args.num_processes is not None \
             and not 0 <= args.process_id < args.num_processes:
         raise JaxdlError(f"launch: --process-id {args.process_id}: must be in 0..{args.num_processes - 1}")
+    if args.coordinator:
+        check_coordinator(args.coordinator, args.process_id, args.init_timeout)
     processes.initialize(coordinator=args.coordinator, num_processes=args.num_processes, process_id=args.process_id,
-               local_devices=local, heartbeat_timeout=args.heartbeat_timeout, init_timeout=args.init_timeout)
+                         local_devices=local, heartbeat_timeout=args.heartbeat_timeout, init_timeout=args.init_timeout)
     return _run_as_process(command)
+
+
+def check_coordinator(address: str, process_id: int | None, timeout: float) -> None:
+    """Before JAX's runtime joins the job (it aborts the process when it cannot): process 0
+    must be able to listen on the coordinator's port; every other process must reach it
+    within `timeout` seconds. One-line JaxdlError otherwise."""
+    host, _, port_text = address.rpartition(":")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise JaxdlError(f"launch: --coordinator {address!r}: expected HOST:PORT") from None
+    host = host.strip("[]") or "127.0.0.1"
+    if process_id == 0:
+        try:
+            with socket.create_server(("", port)):
+                return
+        except OSError as e:
+            raise JaxdlError(f"launch: process 0 cannot listen on port {port} ({os.strerror(e.errno)}); is another job "
+                             f"using it? choose another --coordinator port") from None
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=min(2.0, timeout)):
+                return
+        except OSError as e:
+            if time.monotonic() > deadline:
+                raise JaxdlError(f"launch: could not reach the coordinator {address} within {timeout:g} s "
+                                 f"({os.strerror(e.errno) if e.errno else e}); start process 0 first, or check HOST:PORT") from None
+            time.sleep(0.5)
 
 
 def _check_command(command: list[str]) -> None:

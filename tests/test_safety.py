@@ -210,3 +210,19 @@ def test_an_idx_set_without_images_is_one_line(tmp_path):
         idx.write_idx(tmp_path / name, np.zeros(shape, np.uint8), compress=True)
     with pytest.raises(JaxdlError, match="holds no images"):
         fashion_mnist.load_fashion_mnist(str(tmp_path))
+
+
+def test_an_unreachable_coordinator_or_a_taken_port_is_one_line(cli):
+    import socket as sockets
+
+    out = cli("launch", "--coordinator", "127.0.0.1:9", "--num-processes", "2", "--process-id", "1",
+              "--init-timeout", "2", "exp", "mlp", "--max-epochs", "1")
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "error: launch: could not reach the coordinator 127.0.0.1:9 within 2 s (Connection refused); start process 0 "
+        "first, or check HOST:PORT"]
+    with sockets.create_server(("", 0)) as taken:
+        port = taken.getsockname()[1]
+        out = cli("launch", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", "0",
+                  "exp", "mlp", "--max-epochs", "1")
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
+    assert f"process 0 cannot listen on port {port} (Address already in use)" in out.stderr
