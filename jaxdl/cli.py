@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import errno
 import difflib
 import importlib
 import importlib.util
@@ -16,6 +17,8 @@ import traceback
 from pathlib import Path
 
 from jaxdl.errors import Interrupted, JaxdlError, NumericalFault
+
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 # ---- experiments: one copyable file each, loaded from its file (no package, no sys.path edit) ----
 
@@ -183,3 +186,21 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `python -m jaxdl ps | head`: the reader left; nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:
+        if e.errno not in _DISK_ERRORS:
+            raise
+        print(f"error: {e.filename or 'writing'}: {os.strerror(e.errno)}; the last checkpoint is intact: free space "
+              f"(or make the folder writable) and continue with --resume RUN_DIR", file=sys.stderr)
+        return 2
+    except Exception as e:
+        text = str(e)
+        if type(e).__name__ not in ("XlaRuntimeError", "JaxRuntimeError") or "RESOURCE_EXHAUSTED" not in text:
+            raise
+        if "No space left on device" in text:
+            print("error: no space left on device; the last checkpoint is intact: free space and continue with "
+                  "--resume RUN_DIR", file=sys.stderr)
+        else:
+            first = next((line for line in text.splitlines() if "RESOURCE_EXHAUSTED" in line), text)[:300]
+            print(f"error: out of memory on the device ({first.strip()}); choose smaller settings (--batch-size, "
+                  f"--dim, --hidden, --neg, --eval-batch-size)", file=sys.stderr)
+        return 2

@@ -226,3 +226,44 @@ def test_an_unreachable_coordinator_or_a_taken_port_is_one_line(cli):
                   "exp", "mlp", "--max-epochs", "1")
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
     assert f"process 0 cannot listen on port {port} (Address already in use)" in out.stderr
+
+
+def test_a_full_disk_is_one_line_and_the_run_resumes(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from jaxdl.runs import run as run_module
+
+    out = tmp_path / "r"
+    real = run_module.append_line
+    calls = {"n": 0}
+
+    def full_after_two(path, line):
+        calls["n"] += 1
+        if calls["n"] > 4:  # epochs 1 and 2 (metrics + timing each), then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, line)
+
+    monkeypatch.setattr(run_module, "append_line", full_after_two)
+    assert cli_main(["exp", "linreg", "--out", str(out), "--no-progress", "--no-tensorboard"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "No space left on device" in err[0] and "--resume" in err[0]
+    monkeypatch.setattr(run_module, "append_line", real)  # space is back
+    assert cli_main(["exp", "linreg", "--resume", str(out), "--no-progress", "--no-tensorboard"]) == 0
+    reference = tmp_path / "ref"
+    assert cli_main(["exp", "linreg", "--out", str(reference), "--no-progress", "--no-tensorboard"]) == 0
+    assert (out / "metrics.jsonl").read_bytes() == (reference / "metrics.jsonl").read_bytes()
+
+
+def test_out_of_device_memory_is_one_line(monkeypatch, capsys):
+    class XlaRuntimeError(RuntimeError):  # the name JAX's runtime error has
+        pass
+
+    def exhausted(argv):
+        raise XlaRuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 16.00GiB.\nmore")
+
+    from jaxdl import cli
+
+    monkeypatch.setattr(cli, "main_exp", exhausted)
+    assert cli.main(["exp", "mlp"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: out of memory on the device (RESOURCE_EXHAUSTED")
