@@ -18,7 +18,7 @@ averages each entity's embedding over the participating clients that hold it. On
 is the unit of every setting (each client, or the pooled model, sees its data
 `--local-epochs` times), so validation curves per round compare like with like. All
 clients of a round train in one compiled, vmapped step (jaxdl.train.federated); with
-`--devices N` (N > 1) the client axis is split across the devices (`--parallel` does not
+several devices (`--devices :N`, `0,2`, ...) the client axis is split across them (`--parallel` does not
 apply: clients, not batches, are what is distributed).
 
 Evaluation, per client: filtered MRR, MR and Hits@1/3/10 on its own test triples, heads

@@ -89,7 +89,8 @@ class TrainOptions(RunOptions):
 class DeviceOptions:
     """Which devices a run uses, and the form of data parallelism over them."""
 
-    devices: str = field(default="all", metadata=doc("'all', a count, or indices like 0,2,3"))
+    devices: str = field(default="all", metadata=doc(
+        "'all', an index (2: device 2 alone), indices (0,2,3), or a count (:2: the first two)"))
     parallel: Parallel = field(default=MODES[0], metadata=doc("data-parallel form"))
 
 

@@ -116,10 +116,10 @@ def main(out: str) -> None:
         report["indivisible"] = "no error"
     except JaxdlError as e:
         report["indivisible"] = str(e)
-    report["select"] = {spec: [d.id for d in select_devices(spec)] for spec in ("all", "2", "1,3")}
+    report["select"] = {spec: [d.id for d in select_devices(spec)] for spec in ("all", "2", ":2", "1:3", "1,3")}
     report["cli"] = {"too_many": cli("exp", "softmax", "--devices", "5", "--out", f"{out}.r1"),
                      "duplicate": cli("exp", "softmax", "--devices", "0,2,2", "--out", f"{out}.r2"),
-                     "indivisible": cli("exp", "softmax", "--devices", "3", "--batch-size", "64",
+                     "indivisible": cli("exp", "softmax", "--devices", ":3", "--batch-size", "64",
                                         "--out", f"{out}.r3"),
                      "bad_mode": cli("exp", "softmax", "--parallel", "vmap", "--out", f"{out}.r4")}
     apply_fn, init_fn, opt_name, lr = MODELS["mlp"]

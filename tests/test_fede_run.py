@@ -87,7 +87,7 @@ def test_bad_input_is_one_line(flags, msg, other_split, tmp_path, capsys):
 
 
 def test_client_axis_sharded_over_two_devices_matches_one(all_run, tmp_path):
-    """--devices 2 (fake CPU devices, in a subprocess): the client axis is split over the
+    """--devices :2 (fake CPU devices, in a subprocess): the client axis is split over the
     devices (3 clients padded to 4); every round's metrics equal the one-device FedE run's."""
     import os
     import subprocess
@@ -98,7 +98,7 @@ def test_client_axis_sharded_over_two_devices_matches_one(all_run, tmp_path):
     graph, out, _ = all_run
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
            "TF_CPP_MIN_LOG_LEVEL": "3"}
-    proc = subprocess.run([sys.executable, "-m", "jaxdl", "exp", "fede", "--devices", "2", "--data", str(graph),
+    proc = subprocess.run([sys.executable, "-m", "jaxdl", "exp", "fede", "--devices", ":2", "--data", str(graph),
                            "--out", str(tmp_path / "d2"), *SMOKE], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]

@@ -41,7 +41,7 @@ def multidevice(tmp_path_factory):
     env = {**os.environ, **FAKE4}
     worker = subprocess.Popen([sys.executable, str(REPO / "tests" / "_multidevice.py"), out], env=env, cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    e2e = subprocess.Popen([sys.executable, "-m", "jaxdl", "exp", "mlp", "--devices", "4", "--out",
+    e2e = subprocess.Popen([sys.executable, "-m", "jaxdl", "exp", "mlp", "--devices", ":4", "--out",
                             str(tmp / "mlp4"), *E2E_ARGS], env=env, cwd=REPO, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, text=True)
     log, _ = worker.communicate(timeout=240)
@@ -104,9 +104,9 @@ def test_each_device_draws_its_own_randomness(multidevice, mode, n):
 
 def test_device_flag_errors(multidevice):
     report = multidevice["report"]
-    assert report["select"] == {"all": [0, 1, 2, 3], "2": [0, 1], "1,3": [1, 3]}
+    assert report["select"] == {"all": [0, 1, 2, 3], "2": [2], ":2": [0, 1], "1:3": [1, 2], "1,3": [1, 3]}
     assert "divisible by the 3 devices" in report["indivisible"]
-    expected = {"too_many": "--devices 5: only 4 device(s) available",
+    expected = {"too_many": "--devices 5: no device 5 (have 0..3)",
                 "duplicate": "--devices 0,2,2: duplicate device index",
                 "indivisible": "--batch-size 64: the global batch must be divisible by the 3 devices (e.g. 63 or 66)",
                 "bad_mode": "--parallel: 'vmap' is not one of pmap, shard_map"}
@@ -124,7 +124,7 @@ def test_allreduce_bytes_per_step_are_the_gradients_and_metrics(multidevice):
 def test_mlp_on_4_devices_reaches_the_single_device_accuracy(multidevice, tmp_path, capsys):
     code, log, run4 = multidevice["e2e"]
     assert code == 0, log[-3000:]
-    assert cli_main(["exp", "mlp", "--devices", "1", "--out", str(tmp_path / "mlp1"), *E2E_ARGS]) == 0
+    assert cli_main(["exp", "mlp", "--devices", "0", "--out", str(tmp_path / "mlp1"), *E2E_ARGS]) == 0
     s1 = json.loads((tmp_path / "mlp1" / "summary.json").read_text())
     s4 = json.loads((run4 / "summary.json").read_text())
     assert s1["test_accuracy"] >= 0.9
@@ -132,7 +132,7 @@ def test_mlp_on_4_devices_reaches_the_single_device_accuracy(multidevice, tmp_pa
     m1 = [json.loads(l) for l in (tmp_path / "mlp1" / "metrics.jsonl").read_text().splitlines()]
     m4 = [json.loads(l) for l in (run4 / "metrics.jsonl").read_text().splitlines()]
     np.testing.assert_allclose([r["train_loss"] for r in m4], [r["train_loss"] for r in m1], rtol=1e-4)
-    assert json.loads((run4 / "config.json").read_text())["devices"] == "4"
+    assert json.loads((run4 / "config.json").read_text())["devices"] == ":4"
 
 
 # ---- in this process (one device) ---------------------------------------------------------
@@ -145,10 +145,12 @@ class _Dev:
 def test_select_devices_rules():
     devs = [_Dev(i) for i in range(4)]
     assert [d.id for d in select_devices("all", devices=devs)] == [0, 1, 2, 3]
-    assert [d.id for d in select_devices(" 3 ", devices=devs)] == [0, 1, 2]
+    assert [d.id for d in select_devices(" 3 ", devices=devs)] == [3]  # device 3, as CUDA_VISIBLE_DEVICES=3
+    assert [d.id for d in select_devices(":3", devices=devs)] == [0, 1, 2]  # a count: the first three
+    assert [d.id for d in select_devices("1:3", devices=devs)] == [1, 2]
     assert [d.id for d in select_devices("3,0", devices=devs)] == [3, 0]
-    for spec, msg in [("5", "only 4 device(s)"), ("0", "at least one"), ("0,0", "duplicate"), ("1,7", "no device 7"),
-                      ("gpu", "expected 'all'"), ("-1,2", "no device -1")]:
+    for spec, msg in [("5", "no device 5 (have 0..3)"), (":5", "only 4 device(s)"), (":0", "selects no device"),
+                      ("0,0", "duplicate"), ("1,7", "no device 7"), ("gpu", "expected 'all'"), ("-1,2", "no device -1")]:
         with pytest.raises(JaxdlError, match=re.escape(msg)):
             select_devices(spec, devices=devs)
 
@@ -186,4 +188,6 @@ def test_expected_4gpu_model_by_hand():
 
 def test_too_many_devices_on_this_process(tmp_path, capsys):
     assert cli_main(["exp", "softmax", "--devices", "2", "--out", str(tmp_path / "r")]) == 2
-    assert capsys.readouterr().err.strip() == "error: --devices 2: only 1 device(s) available"
+    assert capsys.readouterr().err.strip() == "error: --devices 2: no device 2 (have 0..0)"
+    assert cli_main(["exp", "softmax", "--devices", ":2", "--out", str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.strip() == "error: --devices :2: only 1 device(s) available"

@@ -7,11 +7,13 @@ from jaxdl.errors import JaxdlError
 
 
 def select_devices(spec: str = "all", *, devices: list | None = None) -> list:
-    """'all', a count ('2'), or comma-separated indices ('0,2,3') -> list of devices.
+    """`--devices`, the way CUDA_VISIBLE_DEVICES and FedE's `--gpu` read it -> list of devices.
 
-    Indices refer to `jax.devices()` (see `python -m jaxdl devices`). In a run of several
-    processes only 'all' is accepted: each process's devices are chosen when it starts
-    (`launch --local-devices`, or CUDA_VISIBLE_DEVICES).
+    'all' (every device); '2' (device 2 alone); '0,2,3' (these, in this order); a count or a
+    range in slice notation: ':2' (the first two), '1:3' (devices 1 and 2). Indices refer to
+    `jax.devices()` (see `python -m jaxdl devices`). In a run of several processes only 'all'
+    is accepted: each process's devices are chosen when it starts (`launch --local-devices`,
+    or CUDA_VISIBLE_DEVICES).
     """
     available = list(jax.devices()) if devices is None else list(devices)
     spec = str(spec).strip()
@@ -21,22 +23,24 @@ def select_devices(spec: str = "all", *, devices: list | None = None) -> list:
         raise JaxdlError(f"--devices {spec}: a run of {jax.process_count()} processes uses all their devices; "
                          "pick each process's devices with `launch --local-devices` or CUDA_VISIBLE_DEVICES")
     try:
-        parts = [int(p) for p in spec.split(",")]
+        if ":" in spec:
+            start, _, stop = spec.partition(":")
+            indices = list(range(int(start or 0), int(stop)))
+            if not indices:
+                raise JaxdlError(f"--devices {spec}: selects no device")
+            if indices[-1] >= len(available):
+                raise JaxdlError(f"--devices {spec}: only {len(available)} device(s) available")
+        else:
+            indices = [int(p) for p in spec.split(",")]
     except ValueError:
-        raise JaxdlError(f"--devices {spec!r}: expected 'all', a count, or indices like 0,2,3") from None
-    if "," not in spec:
-        count = parts[0]
-        if count < 1:
-            raise JaxdlError(f"--devices {spec}: need at least one device")
-        if count > len(available):
-            raise JaxdlError(f"--devices {spec}: only {len(available)} device(s) available")
-        return available[:count]
-    if len(set(parts)) != len(parts):
+        raise JaxdlError(f"--devices {spec!r}: expected 'all', an index (2), indices (0,2,3) or a count (:2)") \
+            from None
+    if len(set(indices)) != len(indices):
         raise JaxdlError(f"--devices {spec}: duplicate device index")
-    bad = [i for i in parts if not 0 <= i < len(available)]
+    bad = [i for i in indices if not 0 <= i < len(available)]
     if bad:
         raise JaxdlError(f"--devices {spec}: no device {bad[0]} (have 0..{len(available) - 1})")
-    return [available[i] for i in parts]
+    return [available[i] for i in indices]
 
 
 def device_names(devices: list) -> list[str]:
