@@ -131,7 +131,7 @@ class _ToyCfg(TrainConfig):
 
 def test_run_trains_a_task_and_writes_the_run_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("JAXDL_REGISTRY", str(tmp_path / "registry"))
-    cfg = _ToyCfg(max_epochs=6, ckpt_every=2, out=str(tmp_path / "r"), progress=False, devices="1")
+    cfg = _ToyCfg(max_epochs=6, ckpt_every=2, out=str(tmp_path / "r"), progress=False, devices="0")
     run = harness.run(cfg, "toy", _toy_task)
     summary = json.loads((run.dir / "summary.json").read_text())
     assert summary["finished"] is True and summary["epochs"] == 6
@@ -148,7 +148,7 @@ def test_run_trains_a_task_and_writes_the_run_folder(tmp_path, monkeypatch):
 
 def test_bad_settings_are_refused_before_the_run_folder_exists(tmp_path, monkeypatch):
     monkeypatch.setenv("JAXDL_REGISTRY", str(tmp_path / "registry"))
-    cfg = _ToyCfg(batch_size=1000, out=str(tmp_path / "r"), progress=False, devices="1")
+    cfg = _ToyCfg(batch_size=1000, out=str(tmp_path / "r"), progress=False, devices="0")
     with pytest.raises(JaxdlError, match="--batch-size 1000: larger than the 64 training examples"):
         harness.run(cfg, "toy", lambda: dataclasses.replace(_toy_task(), epoch=harness.Batches(
             _toy_task().epoch.data, partial(shuffled_indices, batch_size=1000), take_rows, 1000)))
@@ -159,7 +159,7 @@ def test_tensorboard_holds_what_metrics_jsonl_holds(tmp_path, monkeypatch):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     monkeypatch.setenv("JAXDL_REGISTRY", str(tmp_path / "registry"))
-    cfg = _ToyCfg(max_epochs=4, ckpt_every=2, out=str(tmp_path / "r"), progress=False, devices="1")
+    cfg = _ToyCfg(max_epochs=4, ckpt_every=2, out=str(tmp_path / "r"), progress=False, devices="0")
     run = harness.run(cfg, "toy", _toy_task)
     events = EventAccumulator(str(run.dir / "tensorboard"))
     events.Reload()
@@ -173,7 +173,7 @@ def test_tensorboard_holds_what_metrics_jsonl_holds(tmp_path, monkeypatch):
 
 def test_off_a_terminal_each_epoch_is_one_plain_line(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("JAXDL_REGISTRY", str(tmp_path / "registry"))
-    cfg = _ToyCfg(max_epochs=3, out=str(tmp_path / "r"), devices="1", tensorboard=False)
+    cfg = _ToyCfg(max_epochs=3, out=str(tmp_path / "r"), devices="0", tensorboard=False)
     harness.run(cfg, "toy", lambda: dataclasses.replace(_toy_task(), label="toy run"))
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("toy run")]
     assert [line.split()[3] for line in lines] == ["1/3", "2/3", "3/3"]
