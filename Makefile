@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 NAME   ?= softmax
 ARGS   ?=
 
-.PHONY: exp test verify bench ps devices install peers clean
+.PHONY: exp test verify bench soak docs ps devices install peers clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -27,6 +27,13 @@ verify: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks $(ARGS)
+
+docs: $(STAMP)
+	$(PY) -m pdoc jaxdl -o docs/api
+	@echo "API reference: docs/api/index.html"
+
+soak: $(STAMP)
+	$(PY) -m benchmarks.soak $(ARGS)
 
 ps: $(STAMP)
 	$(PY) -m jaxdl ps $(ARGS)

@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 _SUBPACKAGES = ("config", "data", "devices", "eval", "harness", "interpret", "losses", "matcalc", "models", "runs",
                 "train", "verify")
 _API = {"run": "jaxdl.api", "load_run": "jaxdl.api", "RunResult": "jaxdl.api"}
-__all__ = [*_SUBPACKAGES, *_API]
+__all__ = list(_SUBPACKAGES)  # and run, load_run, RunResult (jaxdl.api), resolved on first use
 
 
 def __getattr__(name: str):

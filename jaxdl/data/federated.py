@@ -18,7 +18,6 @@ along a leading axis and trained by one compiled, vmapped step: triples padded w
 mask, relation tables padded to the largest client's with a mask, and the entity table
 shared in shape (global ids) with a mask of the entities each client holds.
 """
-from __future__ import annotations
 
 import hashlib
 import io

@@ -45,7 +45,6 @@ test-size-weighted validation MRR checked every few rounds.
 Nothing here knows about devices: jaxdl/devices/clients.py divides the client axis among
 them.
 """
-from __future__ import annotations
 
 import math
 from typing import NamedTuple

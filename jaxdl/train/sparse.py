@@ -17,7 +17,6 @@ An objective is a pair of pure functions:
   loss_on_rows(rows, inputs) -> (loss, metrics): the loss of the gathered rows
       (rows[name] = params[name][indices[name]], shape indices.shape + (D,)).
 """
-from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, NamedTuple

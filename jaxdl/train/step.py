@@ -7,7 +7,6 @@ drawn from `key`), federated clients (`jax.vmap` over a stacked client axis) and
 parallelism, where the device room (jaxdl/devices) says where values are averaged over
 the devices: the gradients (`grad_reduce`) or the loss itself (`loss_reduce`).
 """
-from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, NamedTuple
