@@ -254,7 +254,7 @@ def plot_comparison(curves: dict[str, list[dict]], path: Path, *, title: str = "
     ax.set(xlabel="round", ylabel="validation MRR (weighted over clients)", title=title, ylim=(-0.02, 1.02))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
-    ax.legend(loc="best")
+    ax.legend(loc="lower right")  # the curves rise to the top left; their end is top right
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
 
