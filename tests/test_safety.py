@@ -267,3 +267,17 @@ def test_out_of_device_memory_is_one_line(monkeypatch, capsys):
     assert cli.main(["exp", "mlp"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: out of memory on the device (RESOURCE_EXHAUSTED")
+
+
+@pytest.mark.parametrize("experiment,flags", [("mlp", ["--hidden", "64"]), ("fede", ["--dim", "8"])])
+def test_settings_that_cannot_fit_are_refused_before_training(tmp_path, monkeypatch, capsys, experiment, flags):
+    """The epoch (a FedE round) is compiled before the run folder exists and its memory, as XLA
+    compiled it, compared with what the device has: here a device of 64 KiB."""
+    from jaxdl.devices import memory
+
+    monkeypatch.setattr(memory, "device_limit", lambda device: (64 << 10, "free on the test device"))
+    out = tmp_path / "r"
+    assert cli_main(["exp", experiment, *flags, "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and " needs about " in err[0] and "more than the 64.0 KiB free on the test device" in err[0]
+    assert "--batch-size" in err[0] and not out.exists()

@@ -20,6 +20,7 @@ from jax.sharding import PartitionSpec as P
 
 from jaxdl.devices import processes
 from jaxdl.devices.data_parallel import Layout, Placed
+from jaxdl.devices.memory import compile_checked
 from jaxdl.errors import JaxdlError
 from jaxdl.train.federated import ClientArrays, FedState
 
@@ -65,4 +66,7 @@ def client_parallel(round_fn: Callable, state: FedState, data: ClientArrays, *, 
     placed_state = place(state)
     shardings = jax.tree.map(lambda x: x.sharding, placed_state)
     jitted = jax.jit(round_fn, out_shardings=(shardings, None), donate_argnums=0)
+    if len(devices) == 1:  # compiled now, and refused now if a round cannot fit
+        jitted = compile_checked(jitted, (placed_state, data_on_devices, jax.random.key(0)), devices[0],
+                                 what="one round")
     return Placed(lambda s, key: jitted(s, data_on_devices, key), place, to_host, layout)

@@ -46,10 +46,11 @@ from dataclasses import dataclass, field
 import jax
 import numpy as np
 from jax import lax
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh, NamedSharding, SingleDeviceSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxdl.devices import processes
+from jaxdl.devices.memory import abstract, compile_checked
 from jaxdl.devices.select import select_devices
 from jaxdl.errors import JaxdlError
 from jaxdl.train.epoch import make_scan_epoch, scan_steps
@@ -154,7 +155,7 @@ def _key_data(key) -> np.ndarray:
 
 
 def data_parallel(train_step, make_batches, data, *, layout: Layout, batch_size: int | None = None,
-                  load_batch: Callable | None = None) -> Placed:
+                  load_batch: Callable | None = None, example_state=None) -> Placed:
     """An epoch of `train_step` over `data` on `layout`'s devices.
 
     Args:
@@ -166,9 +167,11 @@ def data_parallel(train_step, make_batches, data, *, layout: Layout, batch_size:
       batch_size: the configured global batch, named in the error when it does not divide.
       load_batch: optional `load_batch(data, spec_b) -> batch`, run inside each step on the
         device's own columns of the spec (so a device gathers only its own rows).
+      example_state: a host train state of the shapes the epoch will get; on one device the
+        epoch is then compiled at once and refused if it cannot fit (devices/memory.py).
     """
     if layout.mode == "single":  # any batch layout: the plain jitted scan over the leading axis
-        return _single(train_step, make_batches, data, layout, load_batch)
+        return _single(train_step, make_batches, data, layout, load_batch, example_state)
     _, global_batch = batch_shape(make_batches, data)
     if batch_size is not None and batch_size != global_batch:
         raise JaxdlError(f"make_batches draws batches of {global_batch}, the config says {batch_size}")
@@ -198,11 +201,14 @@ def _checking_replicas(placed: Placed):
     return checked_epoch_fn
 
 
-def _single(train_step, make_batches, data, layout, load_batch) -> Placed:
+def _single(train_step, make_batches, data, layout, load_batch, example_state) -> Placed:
     device = layout.devices[0]
     kwargs = {} if load_batch is None else {"load_batch": load_batch}
     run_epoch = make_scan_epoch(train_step, make_batches, **kwargs)
     data = jax.device_put(data, device)
+    if example_state is not None:  # compiled now, and refused now if it cannot fit
+        run_epoch = compile_checked(run_epoch, (abstract(example_state, SingleDeviceSharding(device)), data,
+                                                jax.random.key(0)), device)
 
     def place(state):  # a copy: the epoch donates (consumes) the state it is given
         return jax.device_put(state, device, may_alias=False)

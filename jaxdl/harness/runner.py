@@ -62,7 +62,7 @@ def place(task: Task, layout: devices.Layout) -> devices.Placed:
     if epoch.batch_size is not None and epoch.batch_size > n:
         raise JaxdlError(f"--batch-size {epoch.batch_size}: larger than the {n} training examples")
     return devices.data_parallel(step, epoch.make_batches, epoch.data, layout=layout, batch_size=epoch.batch_size,
-                                 load_batch=epoch.load_batch)
+                                 load_batch=epoch.load_batch, example_state=task.state)
 
 
 def _watchers(run: Run, cfg, task: Task, label: str) -> list:
