@@ -57,6 +57,7 @@ from jaxdl import harness
 from jaxdl.config import KGEOptions, TrainConfig, defaults, doc
 from jaxdl.data import federated as fed_data
 from jaxdl.data.kg import load_kg, synthetic_kg
+from jaxdl.data.named import graph_folder
 from jaxdl.errors import JaxdlError
 from jaxdl.eval.federated import METRICS, flat_metrics, make_client_evaluator
 from jaxdl.losses.kge import make_loss_fn
@@ -108,7 +109,7 @@ class Config(KGEOptions, TrainConfig):
 # Data
 # ---------------------------------------------------------------------------------------
 def load_graph(cfg: Config):
-    return load_kg(cfg.data) if cfg.data else synthetic_kg(seed=0)
+    return load_kg(graph_folder(cfg.data, cfg.data_dir)) if cfg.data else synthetic_kg(seed=0)
 
 
 def graph_name(kg) -> str:

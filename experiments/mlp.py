@@ -46,6 +46,7 @@ class Config(ClassifierOptions, TrainConfig):
         return sizes
 
     def validate(self) -> None:
+        ClassifierOptions.validate(self)
         self.hidden_sizes()
 
 
@@ -67,5 +68,5 @@ def build(cfg: Config, data) -> harness.Task:
 
 
 def main(cfg: Config):
-    data = load_classification(cfg.dataset, data_dir=cfg.data_dir, split_seed=cfg.seed)
+    data = load_classification(cfg.dataset, data_dir=cfg.data_dir, split_seed=cfg.seed, target=cfg.target)
     return harness.run(cfg, "mlp", lambda: build(cfg, data))

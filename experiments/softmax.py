@@ -50,5 +50,5 @@ def build(cfg: Config, data) -> harness.Task:
 
 
 def main(cfg: Config):
-    data = load_classification(cfg.dataset, data_dir=cfg.data_dir, split_seed=cfg.seed)
+    data = load_classification(cfg.dataset, data_dir=cfg.data_dir, split_seed=cfg.seed, target=cfg.target)
     return harness.run(cfg, "softmax", lambda: build(cfg, data))

@@ -41,6 +41,7 @@ import numpy as np
 from jaxdl import harness
 from jaxdl.config import KGEOptions, TrainConfig, defaults, doc
 from jaxdl.data.kg import CORRUPT_MODES, KG, epoch_batches, id_maps, load_kg, synthetic_kg, triple_set
+from jaxdl.data.named import graph_folder
 from jaxdl.errors import JaxdlError
 from jaxdl.eval.link_prediction import make_evaluator
 from jaxdl.losses.kge import make_loss_fn
@@ -77,7 +78,7 @@ class Setup(NamedTuple):
 
 
 def load_graph(cfg: Config) -> KG:
-    return load_kg(cfg.data) if cfg.data else synthetic_kg(cfg.seed)
+    return load_kg(graph_folder(cfg.data, cfg.data_dir)) if cfg.data else synthetic_kg(cfg.seed)
 
 
 def build(cfg: Config, kg: KG | None = None) -> Setup:

@@ -45,7 +45,7 @@ import numpy as np
 import optax
 
 from jaxdl import harness
-from jaxdl.config import TrainConfig, defaults, doc
+from jaxdl.config import DataOptions, TrainConfig, defaults, doc
 from jaxdl.data import text
 from jaxdl.errors import JaxdlError
 from jaxdl.eval import word_vectors as wv
@@ -70,7 +70,7 @@ CBOW = {"lr": 0.05}
 
 @defaults(max_epochs=(5, "the book; --corpus ptb: 20"),
           lr=(0.025, "word2vec/gensim, per example; CBOW: 0.05"), batch_size=1024, ckpt_every=5)
-class Config(TrainConfig):
+class Config(DataOptions, TrainConfig):
     """word2vec: skip-gram or CBOW with negative sampling. --batch-size counts examples (pairs
     for skip-gram) per step; the learning rate is per example, so the batch does not change it."""
 
@@ -78,7 +78,6 @@ class Config(TrainConfig):
         "'synthetic' (embedded planted clusters), 'ptb' (the book's archive from --data-dir or the cache; "
         "downloaded with its SHA-1 when missing), or a path to a text file or zip"))
     corpus_member: str = field(default="", metadata=doc("member of a zip corpus (default ptb/ptb.train.txt)"))
-    data_dir: str = field(default="", metadata=doc("folder holding ptb.zip (default $JAXDL_DATA or ~/.cache/jaxdl)"))
     synthetic_sentences: int = field(default=6000, metadata=doc("sentences in the synthetic corpus", gt=0))
     model: Literal["skipgram", "cbow"] = field(default="skipgram", metadata=doc("architecture"))
     dim: int = field(default=100, metadata=doc("vector size (the book: 100)", gt=0))

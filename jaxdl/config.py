@@ -44,7 +44,6 @@ Parallel = Literal[MODES]
 KGEModel = Literal[MODELS]
 EntityNorm = Literal[ENTITY_CONSTRAINTS]
 KGELoss = Literal[LOSSES]
-Dataset = Literal[DATASETS]
 WeightInit = Literal[tuple(WEIGHT_INITS)]
 
 
@@ -102,12 +101,22 @@ class TrainConfig(DeviceOptions, TrainOptions):
 
 
 @dataclass
-class KGEOptions:
+class DataOptions:
+    """Where a data set's files are."""
+
+    data_dir: str = field(default="", metadata=doc(
+        "folder holding the data set's files (else $JAXDL_DATA, default ~/.cache/jaxdl; else a checksummed "
+        "download)"))
+
+
+@dataclass
+class KGEOptions(DataOptions):
     """Knowledge-graph embedding: the graph, the score function, its loss and negatives, and
     the validation that drives early stopping."""
 
-    data: str = field(default="", metadata=doc("graph folder with train.txt, valid.txt, test.txt "
-                                               "(empty: the synthetic grid graph)"))
+    data: str = field(default="", metadata=doc(
+        "a named graph (nations, umls, kinships, wn18rr, fb15k237), a folder with train.txt, valid.txt, test.txt, "
+        "or empty: the synthetic grid graph"))
     model: KGEModel = field(default="transe", metadata=doc("score function"))
     dim: int = field(default=50, metadata=doc("embedding size (complex size for RotatE)", gt=0))
     gamma: float = field(default=9.0, metadata=doc("margin gamma in the TransE/RotatE score gamma - distance "
@@ -133,17 +142,23 @@ class KGEOptions:
 
 
 @dataclass
-class ClassifierOptions:
+class ClassifierOptions(DataOptions):
     """The dense classifiers' data, loss and initialisation (softmax regression, the MLP)."""
 
-    dataset: Dataset = field(default="digits", metadata=doc("data set"))
-    data_dir: str = field(default="", metadata=doc("folder with the Fashion-MNIST IDX files (else cache/download)"))
+    dataset: str = field(default="digits", metadata=doc(
+        f"{', '.join(DATASETS)}, or a CSV file (a header row; numeric columns; --target names the label)"))
+    target: str = field(default="", metadata=doc("the label column of a CSV --dataset (default: the last)"))
     loss: Literal["ce", "mse"] = field(default="ce", metadata=doc("cross-entropy or squared loss on one-hot targets"))
     sigma: float = field(default=0.01, metadata=doc("weight init N(0, sigma^2) (the book: 0.01)", ge=0))
     weight_init: WeightInit = field(default="normal", metadata=doc("weight initialiser"))
 
     # With --dataset fashion_mnist the book's settings apply (D2L's softmax regression and MLP).
     PRESETS: ClassVar = {"dataset": {"fashion_mnist": {"lr": 0.1, "batch_size": 256, "max_epochs": 10}}}
+
+    def validate(self) -> None:
+        if self.dataset not in DATASETS and not self.dataset.endswith(".csv"):
+            raise JaxdlError(f"--dataset {self.dataset!r}: not one of {', '.join(DATASETS)}, nor a .csv file"
+                             f"{did_you_mean(self.dataset, DATASETS)}")
 
 
 def defaults(**values):
