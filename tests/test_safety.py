@@ -281,3 +281,22 @@ def test_settings_that_cannot_fit_are_refused_before_training(tmp_path, monkeypa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and " needs about " in err[0] and "more than the 64.0 KiB free on the test device" in err[0]
     assert "--batch-size" in err[0] and not out.exists()
+
+
+@pytest.mark.parametrize("damage,named", [("delete", "lacks epoch(s) 1-3"), ("garbage", "has unreadable line(s) 2"),
+                                          ("random", "lacks epoch(s) 1-3 and has unreadable line(s) 1")])
+def test_damaged_metrics_rows_are_named_never_silently_dropped(tmp_path, capsys, damage, named):
+    out = tmp_path / "r"
+    assert cli_main(["exp", "linreg", "--out", str(out), "--max-epochs", "3", "--no-progress"]) == 0
+    path = out / "metrics.jsonl"
+    lines = path.read_text().splitlines()
+    if damage == "delete":
+        path.unlink()
+    elif damage == "garbage":
+        path.write_text("\n".join([lines[0], "{not json", lines[2]]) + "\n")
+    else:
+        path.write_bytes(os.urandom(300).replace(b"\n", b"x") + b"\n")
+    capsys.readouterr()
+    assert cli_main(["exp", "linreg", "--resume", str(out), "--max-epochs", "4", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert named in err, err

@@ -101,6 +101,8 @@ def train(run: Run, cfg, task: Task, placed: devices.Placed, *, hint: str, label
                                   share=processes.share_restored if several else None)
         loop = ckpt.restore(task.state, task.params_of, cfg.max_epochs)
         run.commit()  # the checkpoint fits this config: now record the invocation
+        if loop.epoch and run.is_writer:
+            run.check_metrics(loop.epoch)
         loop.records = [r for r in run.metrics() if isinstance(r.get("epoch"), int) and r["epoch"] <= loop.epoch]
         loop.state = placed.place(loop.state)
         chain = [hooks.NanGuard(run, ckpt)]

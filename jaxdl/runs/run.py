@@ -241,6 +241,28 @@ class Run:
     def metrics(self) -> list[dict]:
         return read_jsonl(self.dir / "metrics.jsonl")
 
+    def check_metrics(self, upto: int) -> None:
+        """On resume at epoch `upto`: name, in one line, the epochs 1..upto that metrics.jsonl
+        lacks or holds unreadably (the checkpoint covers them; they cannot be recomputed from
+        it), so that no row goes missing unnoticed."""
+        path = self.dir / "metrics.jsonl"
+        lines = path.read_bytes().decode("utf-8", "replace").splitlines() if path.is_file() else []
+        unreadable = []
+        for number, line in enumerate(lines, start=1):
+            try:
+                ok = isinstance(json.loads(line), dict)
+            except json.JSONDecodeError:
+                ok = False
+            if not ok and line.strip():
+                unreadable.append(number)
+        missing = sorted(set(range(1, upto + 1)) - self.logged_epochs())
+        if missing or unreadable:
+            what = (f"lacks epoch(s) {_ranges(missing)}" if missing else "") + \
+                   (" and " if missing and unreadable else "") + \
+                   (f"has unreadable line(s) {_ranges(unreadable)}" if unreadable else "")
+            print(f"warning: {path} {what}; the checkpoint of epoch {upto} covers them, so the run goes on, but "
+                  f"those rows are lost (start afresh with --out to have every row)", file=sys.stderr)
+
     def write_summary(self, summary: dict) -> None:
         if self.is_writer:
             self.commit()
@@ -310,6 +332,18 @@ def _choose_folder(experiment: str, config: dict, *, out: str, resume: str) -> t
             n += 1
             run_dir = Path("runs") / experiment / f"{stamp}-{n}"
     return run_dir, old_config
+
+
+def _ranges(numbers: list[int]) -> str:
+    """[1, 2, 3, 7] -> '1-3, 7'."""
+    out, start = [], None
+    for i, n in enumerate(numbers):
+        if start is None:
+            start = n
+        if i + 1 == len(numbers) or numbers[i + 1] != n + 1:
+            out.append(f"{start}" if start == n else f"{start}-{n}")
+            start = None
+    return ", ".join(out)
 
 
 def _refuse_if_held(run_dir: Path) -> None:
