@@ -300,3 +300,14 @@ def test_damaged_metrics_rows_are_named_never_silently_dropped(tmp_path, capsys,
     assert cli_main(["exp", "linreg", "--resume", str(out), "--max-epochs", "4", "--no-progress"]) == 0
     err = capsys.readouterr().err
     assert named in err, err
+
+
+def test_evaluation_chunks_shrink_to_what_fits(monkeypatch, capsys):
+    from types import SimpleNamespace
+
+    from jaxdl.eval import link_prediction as lp
+
+    monkeypatch.setattr(lp.psutil, "virtual_memory", lambda: SimpleNamespace(available=2 * 4 * 100 * (50 + 4) * 7))
+    assert lp.fitted_batch_size(5, 100, 50) == 5  # fits: kept
+    assert lp.fitted_batch_size(10 ** 9, 100, 50) == 7  # half of the memory holds 7 queries' (E, D) blocks
+    assert "ranking 7 queries at a time instead" in capsys.readouterr().err

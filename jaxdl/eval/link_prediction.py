@@ -19,11 +19,13 @@ host, then batches of queries ranked in one jitted `lax.map` per block.
 from __future__ import annotations
 
 import math
+import sys
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import psutil
 
 from jaxdl.data.kg import KG, filter_masks
 from jaxdl.models import kge as kge_models
@@ -82,6 +84,19 @@ def default_batch_size(num_entities: int, entity_dim: int, *, floats: int = 1 <<
     return max(1, min(1024, floats // max(1, num_entities * entity_dim)))
 
 
+def fitted_batch_size(requested: int, num_entities: int, entity_dim: int) -> int:
+    """`requested` queries per chunk, or fewer when a chunk's (B, E, D) broadcast (with its
+    scores and filter masks) would not fit in half the memory available now -- evaluation
+    adapts to the machine rather than failing (a notice says so)."""
+    per_query = 4 * num_entities * (entity_dim + 4)
+    fits = max(1, psutil.virtual_memory().available // 2 // per_query)
+    if requested <= fits:
+        return requested
+    print(f"notice: --eval-batch-size {requested}: a chunk would need {requested * per_query / 2**30:.1f} GiB; "
+          f"ranking {fits} queries at a time instead", file=sys.stderr)
+    return int(fits)
+
+
 def make_evaluator(model: kge_models.KGEModel, kg: KG, *, splits=("valid", "test"), batch_size: int | None = None,
                    known_triples=None, block_bytes: int = 1 << 27):
     """`evaluate(params) -> {'<split>_mrr', '<split>_mr', '<split>_hits@k'}` (floats).
@@ -91,7 +106,7 @@ def make_evaluator(model: kge_models.KGEModel, kg: KG, *, splits=("valid", "test
     """
     E = kg.num_entities
     known = kg.all_triples() if known_triples is None else np.asarray(known_triples)
-    B = batch_size or default_batch_size(E, model.entity_dim)
+    B = fitted_batch_size(batch_size, E, model.entity_dim) if batch_size else default_batch_size(E, model.entity_dim)
     chunks_per_block = max(1, block_bytes // max(1, 2 * B * E))
     prepared = {}
     for name in splits:
