@@ -122,7 +122,7 @@ def test_missing_data_files_and_folder(tmp_path, capsys):
     (["--lr", "nan"], "--lr: must be a number, got nan"),
     (["--lr", "inf"], "--lr: must be finite"),
     (["--lr", "1e400"], "--lr: must be finite"),
-    (["--dataset", "imagenet"], "--dataset: 'imagenet' is not one of"),
+    (["--dataset", "imagenet"], "--dataset 'imagenet': not one of"),
     (["--hidden", "0"], "--hidden '0': sizes must be positive"),
     (["--hidden", "32,,x"], "--hidden"),
     (["--lr"], "expected one argument"),

@@ -42,6 +42,8 @@ def compile_checked(jitted, args: tuple, device, *, what: str = "one epoch"):
     """`jitted` compiled for `args` (arrays or ShapeDtypeStructs), after checking that its
     arguments, outputs and temporaries fit on `device`; JaxdlError naming the estimate, the
     limit and the flags that shrink it otherwise."""
+    if jax.config.jax_disable_jit:  # op by op (--debug-nans): nothing to compile ahead
+        return jitted
     compiled = jitted.lower(*args).compile()
     stats = compiled.memory_analysis()
     if stats is not None:
