@@ -169,8 +169,14 @@ def _dispatch(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return run_command(_dispatch, argv)
+
+
+def run_command(command, argv: list[str]) -> int:
+    """`command(argv)`, its failures turned into one line on stderr and an exit code: 2 bad
+    input or a refused run, 3 NaN/inf, 128+N interrupted by signal N."""
     try:
-        return _dispatch(argv)
+        return command(argv)
     except Interrupted as e:
         print(f"interrupted: {e}", file=sys.stderr)
         return 128 + e.signum

@@ -160,12 +160,6 @@ def write_kg(folder: str | Path, kg: KG) -> Path:
     return folder
 
 
-def write_id_maps(folder: str | Path, kg: KG) -> None:
-    """Write `id_maps(kg)` into `folder`."""
-    for fname, text in id_maps(kg).items():
-        (Path(folder) / fname).write_text(text, encoding="utf-8")
-
-
 def id_maps(kg: KG) -> dict[str, str]:
     """`entities.tsv` and `relations.tsv`: `id<TAB>name` a line, the row order of the saved
     embedding matrices."""

@@ -15,12 +15,12 @@ from collections.abc import Callable
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh, NamedSharding, SingleDeviceSharding
 from jax.sharding import PartitionSpec as P
 
 from jaxdl.devices import processes
 from jaxdl.devices.data_parallel import Layout, Placed
-from jaxdl.devices.memory import compile_checked
+from jaxdl.devices.memory import abstract, compile_checked
 from jaxdl.errors import JaxdlError
 from jaxdl.train.federated import ClientArrays, FedState
 
@@ -47,6 +47,7 @@ def client_parallel(round_fn: Callable, state: FedState, data: ClientArrays, *, 
 
         data_on_devices = jax.device_put(data, devices[0])
         to_host = jax.device_get
+        shardings = jax.tree.map(lambda _: SingleDeviceSharding(devices[0]), state)
     else:
         mesh = Mesh(np.asarray(devices), (CLIENT_AXIS,))
         by_client, replicated = NamedSharding(mesh, P(CLIENT_AXIS)), NamedSharding(mesh, P())
@@ -63,10 +64,9 @@ def client_parallel(round_fn: Callable, state: FedState, data: ClientArrays, *, 
             return host._replace(clients=jax.tree.map(lambda a: a[:num_clients], host.clients))
 
         data_on_devices = jax.device_put(_pad_clients(data, padded), by_client)
-    placed_state = place(state)
-    shardings = jax.tree.map(lambda x: x.sharding, placed_state)
+        shardings = FedState(jax.tree.map(lambda _: by_client, state.clients), replicated, replicated)
     jitted = jax.jit(round_fn, out_shardings=(shardings, None), donate_argnums=0)
     if len(devices) == 1:  # compiled now, and refused now if a round cannot fit
-        jitted = compile_checked(jitted, (placed_state, data_on_devices, jax.random.key(0)), devices[0],
-                                 what="one round")
+        jitted = compile_checked(jitted, (abstract(state, shardings.server_entity), data_on_devices,
+                                          jax.random.key(0)), devices[0], what="one round")
     return Placed(lambda s, key: jitted(s, data_on_devices, key), place, to_host, layout)

@@ -45,9 +45,9 @@ class Checkpointer:
         self.mngr = checkpoint.manager(run.dir / CKPT_DIR, **(manager_options or {})) if run.is_writer else None
         self.saved: set[int] = set(self.mngr.all_steps()) if self.mngr is not None else set()
 
-    def restore(self, host_state, params_of: Callable, max_epochs: int) -> Loop:
+    def restore(self, host_state, max_epochs: int) -> Loop:
         """A Loop at the newest checkpoint (state still on the host), or at epoch 0."""
-        template = {"state": host_state, "best_params": params_of(host_state), "key": self.key_data}
+        template = {"state": host_state, "best_params": self.params_of(host_state), "key": self.key_data}
         restored = checkpoint.restore(self.mngr, template) if self.mngr is not None else None
         if self.share is not None:  # several processes: process 0 read it, the others receive it
             restored = self.share(restored, template)

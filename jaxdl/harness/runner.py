@@ -99,7 +99,7 @@ def train(run: Run, cfg, task: Task, placed: devices.Placed, *, hint: str, label
         ckpt = hooks.Checkpointer(run, every=cfg.ckpt_every, key=key, to_host=placed.to_host, params_of=task.params_of,
                                   resume_command=hint, manager_options=processes.checkpoint_options(),
                                   share=processes.share_restored if several else None)
-        loop = ckpt.restore(task.state, task.params_of, cfg.max_epochs)
+        loop = ckpt.restore(task.state, cfg.max_epochs)
         run.commit()  # the checkpoint fits this config: now record the invocation
         if loop.epoch and run.is_writer:
             run.check_metrics(loop.epoch)
