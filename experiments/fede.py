@@ -146,7 +146,8 @@ def setting_task(cfg: Config, setting: str, kg, split: fed_data.FederatedSplit) 
     participants = fed.num_participants(C, cfg.fraction) if aggregate else C
     optimizer = with_entity_constraint(make_optimizer(cfg.optimizer, cfg.lr), cfg.entity_norm)
     loss_fn = make_loss_fn(model, num_entities=kg.num_entities, num_negatives=cfg.neg, loss=cfg.loss,
-                           temperature=cfg.adversarial_temperature, margin=cfg.margin)
+                           temperature=cfg.adversarial_temperature, margin=cfg.margin,
+                           regularizer=cfg.regularizer, regularizer_weight=cfg.regularizer_weight)
     state = jax.device_get(fed.init_fed_state(jax.random.fold_in(jax.random.key(cfg.seed), 0), model, stack,
                                               optimizer))
     data = fed.client_arrays(stack, cfg.batch_size)

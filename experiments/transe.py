@@ -64,7 +64,8 @@ class Config(KGEOptions, TrainConfig):
     eval_batch_size: int = field(default=0, metadata=doc("queries per ranking chunk (0: sized to the graph)", ge=0))
 
     PRESETS: ClassVar = {"data": {"": {"batch_size": 64, "gamma": 4.0, "entity_norm": "none"}},
-                         "model": {"rotate": {"entity_norm": "none"}, "distmult": {"entity_norm": "none"}}}
+                         "model": {"rotate": {"entity_norm": "none"}, "distmult": {"entity_norm": "none"},
+                                   "complex": {"entity_norm": "none"}}}
 
 
 class Setup(NamedTuple):
@@ -95,7 +96,7 @@ def build(cfg: Config, kg: KG | None = None) -> Setup:
     known = triple_set(kg.train, kg.num_entities, kg.num_relations) if cfg.filter_negatives else None
     loss_fn = make_loss_fn(model, num_entities=kg.num_entities, num_negatives=cfg.neg, loss=cfg.loss,
                            temperature=cfg.adversarial_temperature, margin=cfg.margin, corrupt_mode=cfg.corrupt,
-                           known=known)
+                           known=known, regularizer=cfg.regularizer, regularizer_weight=cfg.regularizer_weight)
     run_epoch = make_scan_epoch(make_train_step(loss_fn, optimizer), partial(epoch_batches, batch_size=cfg.batch_size))
     return Setup(kg, model, params, optimizer, loss_fn, run_epoch, {"triples": jnp.asarray(kg.train)})
 

@@ -32,7 +32,7 @@ from typing import Any, ClassVar, Literal
 from jaxdl.data.classification import DATASETS
 from jaxdl.devices.data_parallel import MODES
 from jaxdl.errors import JaxdlError
-from jaxdl.losses.kge import LOSSES
+from jaxdl.losses.kge import LOSSES, REGULARIZERS
 from jaxdl.models.init import WEIGHT_INITS
 from jaxdl.models.kge import ENTITY_CONSTRAINTS, MODELS
 from jaxdl.runs.run import PER_INVOCATION  # noqa: F401  (re-exported: the one list, kept with the run folder)
@@ -44,6 +44,7 @@ Parallel = Literal[MODES]
 KGEModel = Literal[MODELS]
 EntityNorm = Literal[ENTITY_CONSTRAINTS]
 KGELoss = Literal[LOSSES]
+KGERegularizer = Literal[REGULARIZERS]
 WeightInit = Literal[tuple(WEIGHT_INITS)]
 
 
@@ -118,7 +119,7 @@ class KGEOptions(DataOptions):
         "a named graph (nations, umls, kinships, wn18rr, fb15k237), a folder with train.txt, valid.txt, test.txt, "
         "or empty: the synthetic grid graph"))
     model: KGEModel = field(default="transe", metadata=doc("score function"))
-    dim: int = field(default=50, metadata=doc("embedding size (complex size for RotatE)", gt=0))
+    dim: int = field(default=50, metadata=doc("embedding size (complex size for RotatE and ComplEx)", gt=0))
     gamma: float = field(default=9.0, metadata=doc("margin gamma in the TransE/RotatE score gamma - distance "
                                                    "(PyKEEN's NSSA margin: 9)", gt=0))
     norm: int = field(default=1, metadata=doc("TransE distance norm", choices=(1, 2)))
@@ -130,6 +131,10 @@ class KGEOptions(DataOptions):
     adversarial_temperature: float = field(default=1.0, metadata=doc(
         "alpha of the self-adversarial weights softmax(alpha * score)", ge=0))
     margin: float = field(default=1.0, metadata=doc("margin of --loss margin", gt=0))
+    regularizer: KGERegularizer = field(default="none", metadata=doc(
+        "none, or n3: + weight * batch mean of |h|^3 + |r|^3 + |t|^3 summed over (complex) entries, Lacroix et "
+        "al. 2018 (for ComplEx/DistMult on large graphs)"))
+    regularizer_weight: float = field(default=0.0, metadata=doc("weight of --regularizer n3", ge=0))
     neg: int = field(default=16, metadata=doc("negatives per positive", gt=0))
     eval_every: int = field(default=5, metadata=doc("validation MRR every N epochs (rounds)", gt=0))
     patience: int = field(default=20, metadata=doc("stop after N validations without a better MRR", gt=0))
@@ -137,6 +142,10 @@ class KGEOptions(DataOptions):
     def validate(self) -> None:
         if self.model != "transe" and self.norm != 1:
             raise JaxdlError(f"--norm applies to TransE only (got --model {self.model})")
+        if self.regularizer == "none" and self.regularizer_weight > 0:
+            raise JaxdlError(f"--regularizer-weight {self.regularizer_weight} needs --regularizer n3")
+        if self.regularizer != "none" and self.regularizer_weight == 0:
+            raise JaxdlError(f"--regularizer {self.regularizer} needs a positive --regularizer-weight")
 
 
 

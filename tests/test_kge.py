@@ -186,12 +186,14 @@ def _numpy_score(model, params, h, r, t):
         return float(np.sum(ent[h] * rel[r] * ent[t]))
     D = model.dim
     c = lambda v: v[:D] + 1j * v[D:]  # noqa: E731
+    if model.name == "complex":
+        return float(np.real(np.sum(c(ent[h]) * c(rel[r]) * np.conj(c(ent[t])))))
     rotation = np.exp(1j * rel[r] * np.pi / model.embedding_range)
     return model.gamma - np.abs(c(ent[h]) * rotation - c(ent[t])).sum()
 
 
 MODELS = [kge.KGEModel("transe", dim=6, gamma=3.0, p=1), kge.KGEModel("transe", dim=6, gamma=3.0, p=2),
-          kge.KGEModel("rotate", dim=6, gamma=3.0), kge.KGEModel("distmult", dim=6)]
+          kge.KGEModel("rotate", dim=6, gamma=3.0), kge.KGEModel("distmult", dim=6), kge.KGEModel("complex", dim=6)]
 
 
 @pytest.mark.parametrize("model", MODELS, ids=lambda m: f"{m.name}-p{m.p}")
@@ -199,7 +201,7 @@ def test_scores_match_numpy_and_broadcast(model):
     E, R = 5, 3
     params = kge.init(jax.random.key(1), model, E, R)
     a = model.embedding_range
-    assert params["entity"].shape == (E, model.entity_dim) and params["relation"].shape == (R, model.dim)
+    assert params["entity"].shape == (E, model.entity_dim) and params["relation"].shape == (R, model.relation_dim)
     assert float(jnp.abs(params["entity"]).max()) <= a and float(jnp.abs(params["relation"]).max()) <= a
     h, r = jnp.array([0, 4, 2]), jnp.array([1, 2, 0])
     all_tails, all_heads = jax.jit(lambda p: (kge.score_all_tails(model, p, h, r), kge.score_all_heads(model, p, r, h)))(
@@ -375,7 +377,7 @@ def test_ranks_from_scores_ties_and_filters():
     assert float(nan[0]) == 3.0
 
 
-@pytest.mark.parametrize("model", [MODELS[0], MODELS[2]], ids=lambda m: m.name)
+@pytest.mark.parametrize("model", [MODELS[0], MODELS[2], MODELS[4]], ids=lambda m: m.name)
 def test_evaluator_matches_brute_force(model):
     g = _random_kg(5, E=9, R=3, n=70)
     params = kge.init(jax.random.key(2), model, g.num_entities, g.num_relations)

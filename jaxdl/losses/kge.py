@@ -14,6 +14,12 @@ al.'s code (KnowledgeGraphEmbedding: the mean of the positive and the negative p
 Self-adversarial weights are constants for the gradient: harder negatives count more, but
 no gradient flows through their weights; alpha -> 0 gives uniform weights (both tested).
 
+The N3 regulariser (Lacroix et al., 2018), which ComplEx and DistMult need on large graphs,
+adds weight * mean over the batch of sum_i |h_i|^3 + |r_i|^3 + |t_i|^3, |z| the modulus of a
+complex entry (ComplEx, RotatE entities; RotatE's relations have modulus 1 and are left
+out) or the absolute value of a real one (TransE, DistMult): `n3_penalty`, switched on in
+`kge_loss` by `regularizer='n3'` and a `regularizer_weight`.
+
 Masks: `mask_BxK` (False = a negative that is a known true triple, see
 `jaxdl.data.kg.corrupt`) takes that negative out of the loss; `mask_B` (False = a padding
 positive) takes the whole row out of the mean.
@@ -30,6 +36,7 @@ from jaxdl.data.kg import TripleSet, corrupt
 from jaxdl.models import kge as kge_models
 
 LOSSES = ("nssa", "ns", "margin")
+REGULARIZERS = ("none", "n3")
 
 
 def _masked_softmax(logits_BxK, mask_BxK=None):
@@ -78,11 +85,49 @@ def loss_from_scores(pos_scores_B, neg_scores_BxK, *, loss: str = "nssa", temper
     raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
 
 
+def _masked_mean(x_B, mask_B=None):
+    """Mean over the rows where `mask_B` (all rows if None; 0 if none is marked)."""
+    if mask_B is None:
+        return x_B.mean()
+    weight = mask_B.astype(x_B.dtype)
+    return (x_B * weight).sum() / jnp.maximum(weight.sum(), 1.0)
+
+
+def _cubed_moduli(v_xD, complex_layout: bool):
+    """sum_i |v_i|^3 over the last axis: moduli of [real half, imaginary half] entries, or
+    absolute values. (|z|^3 = (|z|^2)^1.5 has gradient 3 |z| z, 0 at z = 0.)"""
+    if not complex_layout:
+        return (jnp.abs(v_xD) ** 3).sum(-1)
+    re, im = jnp.split(v_xD, 2, axis=-1)
+    return ((re * re + im * im) ** 1.5).sum(-1)
+
+
+def n3_per_triple(model: kge_models.KGEModel, params, triples_Bx3):
+    """(B,): |h|_3^3 + |r|_3^3 + |t|_3^3 of each triple (Lacroix et al., 2018), the norm
+    taken over complex moduli for ComplEx and RotatE entities; RotatE's relations (unit
+    rotations, a constant) are left out."""
+    ent, rel = params["entity"], params["relation"]
+    complex_entities = model.name in kge_models.COMPLEX_MODELS
+    total_B = (_cubed_moduli(ent[triples_Bx3[:, 0]], complex_entities)
+               + _cubed_moduli(ent[triples_Bx3[:, 2]], complex_entities))
+    if model.name == "rotate":
+        return total_B
+    return total_B + _cubed_moduli(rel[triples_Bx3[:, 1]], model.name == "complex")
+
+
+def n3_penalty(model: kge_models.KGEModel, params, triples_Bx3, mask_B=None):
+    """The N3 regulariser of a batch: mean over its (unmasked) triples of `n3_per_triple`."""
+    return _masked_mean(n3_per_triple(model, params, triples_Bx3), mask_B)
+
+
 def kge_loss(model: kge_models.KGEModel, params, triples_Bx3, key, *, num_entities, num_negatives: int,
              loss: str = "nssa", temperature: float = 1.0, margin: float = 1.0, corrupt_mode: str = "both",
-             known: TripleSet | None = None, mask_B=None):
+             known: TripleSet | None = None, mask_B=None, regularizer: str = "none",
+             regularizer_weight: float = 0.0):
     """One batch: draw K negatives per positive from `key` (see `corrupt`), score positives
-    and negatives, return (mean loss, metrics). `mask_B` marks real (not padding) rows."""
+    and negatives, return (mean loss, metrics). `mask_B` marks real (not padding) rows.
+    With `regularizer='n3'` the loss adds `regularizer_weight * n3_penalty` (reported
+    unweighted as metrics['n3'])."""
     negatives = corrupt(key, triples_Bx3, num_entities=num_entities, num_negatives=num_negatives,
                         mode=corrupt_mode, known=known)
     h, r, t = triples_Bx3[:, 0], triples_Bx3[:, 1], triples_Bx3[:, 2]
@@ -91,26 +136,32 @@ def kge_loss(model: kge_models.KGEModel, params, triples_Bx3, key, *, num_entiti
                                          negatives.corrupt_head)
     per_positive = loss_from_scores(pos_B, neg_BxK, loss=loss, temperature=temperature, margin=margin,
                                     mask_BxK=negatives.mask_BxK)
-    if mask_B is None:
-        mean = lambda x: x.mean()  # noqa: E731
-    else:
-        weight = mask_B.astype(per_positive.dtype)
-        mean = lambda x: (x * weight).sum() / jnp.maximum(weight.sum(), 1.0)  # noqa: E731
+    mean = lambda x_B: _masked_mean(x_B, mask_B)  # noqa: E731
     metrics = {"pos_score": mean(pos_B), "neg_score": mean(neg_BxK.mean(-1))}
+    if regularizer == "n3":
+        penalty = n3_penalty(model, params, triples_Bx3, mask_B)
+        metrics["n3"] = penalty
+        return mean(per_positive) + regularizer_weight * penalty, metrics
     return mean(per_positive), metrics
 
 
 def make_loss_fn(model: kge_models.KGEModel, *, num_entities, num_negatives: int, loss: str = "nssa",
                  temperature: float = 1.0, margin: float = 1.0, corrupt_mode: str = "both",
-                 known: TripleSet | None = None):
+                 known: TripleSet | None = None, regularizer: str = "none", regularizer_weight: float = 0.0):
     """`loss_fn(params, batch, key) -> (loss, metrics)` for `make_train_step`; `batch` is
     {'triples': int32 (B, 3)} with an optional {'mask': bool (B,)} for padded rows."""
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if regularizer not in REGULARIZERS:
+        raise ValueError(f"regularizer must be one of {REGULARIZERS}, got {regularizer!r}")
+    if not regularizer_weight >= 0 or (regularizer == "none" and regularizer_weight != 0):
+        raise ValueError(f"regularizer_weight must be >= 0, and 0 without a regularizer; got {regularizer_weight} "
+                         f"with regularizer {regularizer!r}")
 
     def loss_fn(params, batch, key):
         return kge_loss(model, params, batch["triples"], key, num_entities=num_entities,
                         num_negatives=num_negatives, loss=loss, temperature=temperature, margin=margin,
-                        corrupt_mode=corrupt_mode, known=known, mask_B=batch.get("mask"))
+                        corrupt_mode=corrupt_mode, known=known, mask_B=batch.get("mask"),
+                        regularizer=regularizer, regularizer_weight=regularizer_weight)
 
     return loss_fn

@@ -1,4 +1,4 @@
-"""Knowledge-graph embedding models as pure functions: TransE, RotatE, DistMult.
+"""Knowledge-graph embedding models as pure functions: TransE, RotatE, DistMult, ComplEx.
 
 Parameters are a dict {'entity': E_NxDe, 'relation': R_RxDr}; hyper-parameters live in a
 frozen, hashable `KGEModel` (usable as a static argument of `jax.jit`). A score is high
@@ -7,6 +7,7 @@ for a plausible triple:
     TransE   (Bordes et al., 2013)  s = gamma - ||h + r - t||_p            (p = 1 or 2)
     RotatE   (Sun et al., 2019)     s = gamma - sum_i |h_i * e^{i theta_i} - t_i|   (complex)
     DistMult (Yang et al., 2015)    s = sum_i h_i r_i t_i
+    ComplEx  (Trouillon et al., 2016) s = Re(sum_i h_i r_i conj(t_i))   (complex)
 
 `score(model, params, h, r, t)` takes integer id arrays that broadcast against each
 other, so one function scores a batch of positives (B,), B x K negatives ((B, K) heads or
@@ -15,7 +16,9 @@ tails against (B, 1) relations) and one query against every entity ((B, 1) vs (1
 Initialisation follows the reference code of Sun et al. (KnowledgeGraphEmbedding,
 `model.py`): every embedding uniform on +-(gamma + epsilon) / dim with epsilon = 2; RotatE
 entities have 2 * dim reals (real and imaginary halves) and its relation embeddings are
-phases theta = r / (embedding_range / pi), i.e. uniform on [-pi, pi].
+phases theta = r / (embedding_range / pi), i.e. uniform on [-pi, pi]. ComplEx entities and
+relations both have 2 * dim reals [real half, imaginary half], drawn the same way (the
+reference runs ComplEx with doubled entity and relation embeddings and this init).
 """
 from __future__ import annotations
 
@@ -26,16 +29,18 @@ import jax
 import jax.numpy as jnp
 import optax
 
-MODELS = ("transe", "rotate", "distmult")
+MODELS = ("transe", "rotate", "distmult", "complex")
+COMPLEX_MODELS = ("rotate", "complex")  # entity vectors hold [real half, imaginary half]
 
 
 @dataclass(frozen=True)
 class KGEModel:
     """Which score function and its hyper-parameters.
 
-    name: 'transe' | 'rotate' | 'distmult'; dim: embedding size (complex size for RotatE);
-    gamma: the margin in the TransE/RotatE score (unused by DistMult's score, still sets
-    the init range); epsilon: init range slack; p: TransE's norm (1 or 2).
+    name: 'transe' | 'rotate' | 'distmult' | 'complex'; dim: embedding size (complex size
+    for RotatE and ComplEx); gamma: the margin in the TransE/RotatE score (unused by the
+    DistMult and ComplEx scores, still sets the init range); epsilon: init range slack; p:
+    TransE's norm (1 or 2).
     """
 
     name: str = "transe"
@@ -56,11 +61,13 @@ class KGEModel:
 
     @property
     def entity_dim(self) -> int:
-        return 2 * self.dim if self.name == "rotate" else self.dim
+        """Reals per entity vector: 2 * dim for the complex models."""
+        return 2 * self.dim if self.name in COMPLEX_MODELS else self.dim
 
     @property
     def relation_dim(self) -> int:
-        return self.dim
+        """Reals per relation vector: 2 * dim for ComplEx (RotatE's are dim phases)."""
+        return 2 * self.dim if self.name == "complex" else self.dim
 
 
 def init(key, model: KGEModel, num_entities: int, num_relations: int, dtype=jnp.float32) -> dict:
@@ -101,12 +108,31 @@ def distmult_score(h_xD, r_xD, t_xD):
     return (h_xD * r_xD * t_xD).sum(-1)
 
 
+def complex_score(h_x2D, r_x2D, t_x2D):
+    """Re(sum_i h_i r_i conj(t_i)); every vector holds [real half, imaginary half]."""
+    re_h, im_h = jnp.split(h_x2D, 2, axis=-1)
+    re_r, im_r = jnp.split(r_x2D, 2, axis=-1)
+    re_t, im_t = jnp.split(t_x2D, 2, axis=-1)
+    return (re_h * re_r * re_t + im_h * re_r * im_t + re_h * im_r * im_t - im_h * im_r * re_t).sum(-1)
+
+
+def _complex_product(a_x2D, b_x2D, *, conj_a: bool = False):
+    """a o b (or conj(a) o b), elementwise, in the [real half, imaginary half] layout."""
+    re_a, im_a = jnp.split(a_x2D, 2, axis=-1)
+    re_b, im_b = jnp.split(b_x2D, 2, axis=-1)
+    if conj_a:
+        im_a = -im_a
+    return jnp.concatenate([re_a * re_b - im_a * im_b, re_a * im_b + im_a * re_b], -1)
+
+
 def score_embeddings(model: KGEModel, h_emb, r_emb, t_emb):
     """The model's score of embedded triples (raw relation parameters for RotatE)."""
     if model.name == "transe":
         return transe_score(h_emb, r_emb, t_emb, gamma=model.gamma, p=model.p)
     if model.name == "rotate":
         return rotate_score(h_emb, r_emb * (math.pi / model.embedding_range), t_emb, gamma=model.gamma)
+    if model.name == "complex":
+        return complex_score(h_emb, r_emb, t_emb)
     return distmult_score(h_emb, r_emb, t_emb)
 
 
@@ -138,6 +164,11 @@ def score_corrupted(model: KGEModel, params: dict, triples_Bx3, replacement_BxK,
         TransE    ||h + r - e||  = ||e - (h + r)||,     ||e + r - t||   = ||e - (t - r)||
         RotatE    |h o r - e|    = |e - h o r|,         |e o r - t|     = |e - t o conj(r)|  (|r_i| = 1)
         DistMult  <h o r, e>,                           <e, r o t>
+        ComplEx   Re<h o r, conj(e)> = <h o r, e>_R,    Re<e o r, conj(t)> = <e, conj(r) o t>_R
+
+    where <a, b>_R = sum_i Re(a_i) Re(b_i) + Im(a_i) Im(b_i) is the real dot product of the
+    stacked [real half, imaginary half] vectors (Re(e_i w_i) = Re(conj(e_i) conj(w_i)) with
+    w = r o conj(t), so c = conj(w) = conj(r) o t).
     """
     ent, rel = params["entity"], params["relation"]
     h_BxD, r_BxD, t_BxD = ent[triples_Bx3[:, 0]], rel[triples_Bx3[:, 1]], ent[triples_Bx3[:, 2]]
@@ -148,6 +179,11 @@ def score_corrupted(model: KGEModel, params: dict, triples_Bx3, replacement_BxK,
         return transe_score(e_BxKxD, 0.0, c, gamma=model.gamma, p=model.p)
     if model.name == "distmult":
         c = jnp.where(side, (r_BxD * t_BxD)[:, None, :], (h_BxD * r_BxD)[:, None, :])
+        return (e_BxKxD * c).sum(-1)
+    if model.name == "complex":
+        hr_Bx2D = _complex_product(h_BxD, r_BxD)
+        rt_Bx2D = _complex_product(r_BxD, t_BxD, conj_a=True)  # conj(r) o t
+        c = jnp.where(side, rt_Bx2D[:, None, :], hr_Bx2D[:, None, :])
         return (e_BxKxD * c).sum(-1)
     phase = r_BxD * (math.pi / model.embedding_range)
     re_r, im_r = jnp.cos(phase), jnp.sin(phase)

@@ -1,4 +1,4 @@
-"""Hand-derived gradient of the TransE self-adversarial negative-sampling loss.
+"""Hand-derived gradients of the TransE and ComplEx (+ N3) negative-sampling losses.
 
 For one positive with distance vector d+ = h + r - t and K negatives d_k = h_k + r - t_k
 (one side replaced), TransE with the L1 norm scores s = gamma - ||d||_1 and the loss is
@@ -15,6 +15,30 @@ the batch loss is the mean over B positives (so every term is divided by B). The
 scatters these into the entity and relation tables and compares them with `jax.grad` of
 `jaxdl.losses.kge` (float64, scoped). A second check differentiates through the weights
 (no `stop_gradient`) and must fail: the hand formula holds only with detached weights.
+
+ComplEx (Trouillon et al., 2016) with the N3 regulariser (Lacroix et al., 2018). Complex
+vectors are stored as [real half, imaginary half]; s = Re(sum_i h_i r_i conj(t_i)) is
+
+    s = sum_i re_h re_r re_t + im_h re_r im_t + re_h im_r im_t - im_h im_r re_t,
+
+so, writing a real gradient in the same [re, im] layout,
+
+    ds/d(re_h) = re_r re_t + im_r im_t,   ds/d(im_h) = re_r im_t - im_r re_t   i.e. conj(r) o t
+    ds/d(re_r) = re_h re_t + im_h im_t,   ds/d(im_r) = re_h im_t - im_h re_t   i.e. conj(h) o t
+    ds/d(re_t) = re_h re_r - im_h im_r,   ds/d(im_t) = re_h im_r + im_h re_r   i.e. h o r
+
+(s is linear in each of h, r, t). The loss is the training loss `kge_loss` itself: the same
+key draws the same negatives, each sharing its positive's relation and one of its
+entities; dL/ds+ = -sigma(-s+) / 2 and dL/ds_k = w_k sigma(s_k) / 2 as above. The batch
+mean runs over the B' unmasked rows (a padding row contributes nothing). The N3 term adds
+lambda / B' * sum over each triple's h, r, t of sum_i |z_i|^3; with z = a + ib,
+|z|^3 = (a^2 + b^2)^(3/2), so
+
+    d|z|^3/da = 3 |z| a,   d|z|^3/db = 3 |z| b,   i.e. the real gradient 3 |z| z,
+
+added to each of the triple's three rows (0 at z = 0). A last check applies N3 to the real
+and imaginary parts separately (3 |a| a, 3 |b| b: DistMult's N3 on the stacked reals) and
+must fail: N3 is a norm of the complex moduli.
 """
 from __future__ import annotations
 
@@ -22,12 +46,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdl.data.kg import corrupt
 from jaxdl.losses import kge as kge_losses
 from jaxdl.models import kge
 from jaxdl.verify.registry import Check
 
 E, R, D, B, K = 7, 3, 5, 4, 6
 GAMMA, ALPHA = 2.0, 1.5
+LAMBDA = 0.3  # N3 weight
 
 
 def _problem():
@@ -87,11 +113,118 @@ def _autodiff(detach: bool):
     return hand_gradient(params, triples, neg_h, neg_t), auto
 
 
+# ---------------------------------------------------------------------------------------
+# ComplEx and N3
+# ---------------------------------------------------------------------------------------
+COMPLEX = kge.KGEModel("complex", dim=D)
+MASK_B = np.array([True, True, False, True])  # one padding row
+
+
+def _complex_problem():
+    rng = np.random.default_rng(20240902)
+    params = {"entity": rng.normal(size=(E, 2 * D)), "relation": rng.normal(size=(R, 2 * D))}
+    triples = np.stack([rng.integers(0, E, B), rng.integers(0, R, B), rng.integers(0, E, B)], axis=1)
+    return params, triples
+
+
+def _split(v):
+    return v[..., :D], v[..., D:]
+
+
+def _product(a, b, conj_a=False):
+    """a o b (conj(a) o b) in the [re, im] layout."""
+    (re_a, im_a), (re_b, im_b) = _split(a), _split(b)
+    im_a = -im_a if conj_a else im_a
+    return np.concatenate([re_a * re_b - im_a * im_b, re_a * im_b + im_a * re_b], -1)
+
+
+def complex_score_gradients(h, r, t):
+    """(ds/dh, ds/dr, ds/dt) of s = Re<h, r, conj(t)>: conj(r) o t, conj(h) o t, h o r."""
+    return _product(r, t, conj_a=True), _product(h, t, conj_a=True), _product(h, r)
+
+
+def n3_gradient(v, *, per_part: bool = False):
+    """d sum_i |z_i|^3 / dv = 3 |z| z per complex entry (per_part: 3 |x| x per real, wrong)."""
+    if per_part:
+        return 3 * np.abs(v) * v
+    re, im = _split(v)
+    modulus = np.sqrt(re * re + im * im)
+    return 3 * np.concatenate([modulus, modulus], -1) * v
+
+
+def hand_complex_gradient(params, triples, neg_h, neg_t, *, weight: float, per_part: bool = False):
+    """The ComplEx NSSA (+ weight * N3) gradient above, in numpy, over the rows of MASK_B."""
+    ent, rel = params["entity"], params["relation"]
+    h, r, t = triples[:, 0], triples[:, 1], triples[:, 2]
+    complex_score = lambda a, b, c: (_product(a, b) * c).sum(-1)  # noqa: E731  <h o r, t>_R
+    s_pos = complex_score(ent[h], rel[r], ent[t])  # (B,)
+    s_neg = complex_score(ent[neg_h], rel[r][:, None, :], ent[neg_t])  # (B, K)
+    w = np.exp(ALPHA * s_neg - (ALPHA * s_neg).max(-1, keepdims=True))
+    w /= w.sum(-1, keepdims=True)
+    rows = MASK_B / MASK_B.sum()  # the masked batch mean
+    g_pos = -_sigmoid(-s_pos) / 2 * rows  # dL/ds+
+    g_neg = w * _sigmoid(s_neg) / 2 * rows[:, None]  # dL/ds_k
+    g_ent, g_rel = np.zeros_like(ent), np.zeros_like(rel)
+    dh, dr, dt = complex_score_gradients(ent[h], rel[r], ent[t])
+    np.add.at(g_ent, h, g_pos[:, None] * dh)
+    np.add.at(g_rel, r, g_pos[:, None] * dr)
+    np.add.at(g_ent, t, g_pos[:, None] * dt)
+    dh, dr, dt = complex_score_gradients(ent[neg_h], rel[r][:, None, :], ent[neg_t])
+    np.add.at(g_ent, neg_h.ravel(), (g_neg[..., None] * dh).reshape(-1, 2 * D))
+    np.add.at(g_rel, r, (g_neg[..., None] * dr).sum(1))
+    np.add.at(g_ent, neg_t.ravel(), (g_neg[..., None] * dt).reshape(-1, 2 * D))
+    scale = (weight * rows)[:, None]
+    np.add.at(g_ent, h, scale * n3_gradient(ent[h], per_part=per_part))
+    np.add.at(g_rel, r, scale * n3_gradient(rel[r], per_part=per_part))
+    np.add.at(g_ent, t, scale * n3_gradient(ent[t], per_part=per_part))
+    return {"entity": g_ent, "relation": g_rel}
+
+
+def _complex_autodiff(*, weight: float, per_part: bool = False):
+    params, triples = _complex_problem()
+    regularizer = "n3" if weight else "none"
+    with jax.enable_x64(True):
+        p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
+        key = jax.random.key(3)
+        neg = corrupt(key, jnp.asarray(triples), num_entities=E, num_negatives=K)
+
+        def loss(p):
+            return kge_losses.kge_loss(COMPLEX, p, jnp.asarray(triples), key, num_entities=E, num_negatives=K,
+                                       temperature=ALPHA, mask_B=jnp.asarray(MASK_B), regularizer=regularizer,
+                                       regularizer_weight=weight)[0]
+
+        auto = jax.tree.map(np.asarray, jax.grad(loss)(p64))
+        neg_h, neg_t = np.asarray(neg.heads_BxK), np.asarray(neg.tails_BxK)
+    return hand_complex_gradient(params, triples, neg_h, neg_t, weight=weight, per_part=per_part), auto
+
+
+def _n3_autodiff():
+    params, triples = _complex_problem()
+    with jax.enable_x64(True):
+        p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
+        auto = jax.grad(lambda p: LAMBDA * kge_losses.n3_penalty(COMPLEX, p, jnp.asarray(triples)))(p64)
+    g_ent, g_rel = np.zeros_like(params["entity"]), np.zeros_like(params["relation"])
+    ent, rel = params["entity"], params["relation"]
+    for side in (0, 2):
+        np.add.at(g_ent, triples[:, side], LAMBDA / B * n3_gradient(ent[triples[:, side]]))
+    np.add.at(g_rel, triples[:, 1], LAMBDA / B * n3_gradient(rel[triples[:, 1]]))
+    return {"entity": g_ent, "relation": g_rel}, jax.tree.map(np.asarray, auto)
+
+
 def checks() -> list[Check]:
     shapes = f"entity:({E},{D}) relation:({R},{D}) batch {B} x {K} negatives"
+    complex_shapes = f"entity:({E},2x{D}) relation:({R},2x{D}) batch {B} (1 padding) x {K} negatives"
     return [
         Check("TransE-L1 self-adversarial NSSA loss: d/d(entity, relation)", "backprop", shapes,
               lambda: _autodiff(detach=True), rtol=1e-9),
         Check("TransE-L1 NSSA loss with weights NOT detached (hand formula must fail)", "backprop", shapes,
               lambda: _autodiff(detach=False), rtol=1e-9, expect_fail=True),
+        Check("ComplEx self-adversarial NSSA training loss: d/d(entity, relation)", "backprop", complex_shapes,
+              lambda: _complex_autodiff(weight=0.0), rtol=1e-9),
+        Check("N3 penalty of ComplEx triples: d/d(entity, relation) = 3 |z| z", "backprop",
+              f"entity:({E},2x{D}) relation:({R},2x{D}) batch {B}", _n3_autodiff, rtol=1e-9),
+        Check("ComplEx NSSA + N3 training loss: d/d(entity, relation)", "backprop", complex_shapes,
+              lambda: _complex_autodiff(weight=LAMBDA), rtol=1e-9),
+        Check("ComplEx NSSA + N3 of real and imaginary parts apart (hand formula must fail)", "backprop",
+              complex_shapes, lambda: _complex_autodiff(weight=LAMBDA, per_part=True), rtol=1e-9, expect_fail=True),
     ]
