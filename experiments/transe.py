@@ -1,4 +1,4 @@
-"""Knowledge-graph embedding (TransE, RotatE, DistMult) with self-adversarial negative
+"""Knowledge-graph embedding (TransE, RotatE, DistMult, ComplEx) with self-adversarial negative
 sampling, early stopping on filtered validation MRR, and filtered link prediction.
 
     make exp NAME=transe                                        # synthetic grid graph, offline
@@ -58,7 +58,7 @@ class Config(KGEOptions, TrainConfig):
     """Knowledge-graph embedding with filtered link prediction."""
 
     corrupt: str = field(default="both", metadata=doc(
-        "which side negatives replace: one side per positive (both; the FedE reference and PyKEEN), one per "
+        "which side negatives replace: one side per positive (both; PyKEEN and Sun et al.), one per "
         "negative (mixed), head or tail", choices=CORRUPT_MODES))
     filter_negatives: bool = field(default=False, metadata=doc("mask negatives that are training triples"))
     eval_batch_size: int = field(default=0, metadata=doc("queries per ranking chunk (0: sized to the graph)", ge=0))

@@ -34,7 +34,7 @@ def test_setting_all_writes_table_plot_and_per_client_summaries(all_run):
     assert "isolation < FedE <= collection" in printed and str(out) in printed.splitlines()[-1]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["finished"] and summary["setting"] == "all"
-    assert set(summary["test_mrr"]) == {"isolation", "collection", "fede"}
+    assert set(summary["test_mrr"]) == {"isolation", "collection", "fede", "fusion"}
     for setting in ("isolation", "collection", "fede"):
         per_client = summary["test_mrr_per_client"][setting]
         assert len(per_client) == 3 and all(0 < v <= 1 for v in per_client)
@@ -54,8 +54,32 @@ def test_setting_all_writes_table_plot_and_per_client_summaries(all_run):
     assert fede["communication"]["floats_up_per_round"] == held * 8 <= 3 * 14 * 8
     assert fede["communication"]["reference_floats_per_round_each_way"] == 3 * 14 * 8
     table = json.loads((out / "comparison.json").read_text())
-    assert set(table["rows"]) == {"isolation", "collection", "fede"} and "ordering_holds" in table
+    assert set(table["rows"]) == {"isolation", "collection", "fede", "fusion"} and "ordering_holds" in table
+    assert set(table["protocols"]) == {"standard", "reference"}
+    for row in table["rows"].values():  # every row under both protocols
+        assert 0 < row["test_mrr"] <= 1 and 0 < row["reference_test_mrr"] <= 1
     assert (out / "comparison.png").stat().st_size > 1000
+    fused = json.loads((out / "fusion.json").read_text())
+    assert len(fused["weights"]) == 3 and len(fused["bias"]) == 3
+    assert "ref MRR" in printed and "fusion" in printed
+
+
+def test_reference_split_exported_then_trained_on(tmp_path, capsys):
+    """--export-split writes the reference code's pickle and stops; --split FILE.pkl trains
+    on its clients and graph, here with every behaviour of the reference selected."""
+    pkl = tmp_path / "split.pkl"
+    assert cli_main(["exp", "fede", "--export-split", str(pkl), "--clients", "3", "--out", str(tmp_path / "x")]) == 0
+    assert pkl.is_file() and not (tmp_path / "x").exists()
+    out = tmp_path / "run"
+    code = cli_main(["exp", "fede", "--split", str(pkl), "--clients", "3", "--semantics", "reference",
+                     "--out", str(out), *SMOKE])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert config["corrupt"] == "tail" and config["reset_optimizer"] and config["download"] == "all"
+    assert config["patience"] == 15 and summary["validation_protocol"] == "reference"
+    assert summary["num_entities"] == 100 and len(summary["clients"]) == 3
+    assert summary["communication"]["floats_down_per_round"] == 3 * 100 * 8  # the whole table to everyone
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +88,7 @@ def other_split(tmp_path_factory):
     folder = tmp_path_factory.mktemp("splits")
     fd.save_split(folder / "other.npz", fd.split_by_relation(tiny_kg(), 3))
     fd.save_split(folder / "two.npz", fd.split_by_relation(synthetic_kg(seed=0), 2))
+    (folder / "evil.pkl").write_bytes(b"cos\nsystem\n(S'touch " + str(folder / "ran").encode() + b"'\ntR.")
     return folder
 
 
@@ -78,6 +103,8 @@ def other_split(tmp_path_factory):
     (["--split", "{dir}/two.npz"], "holds 2 clients but --clients is 8"),
     (["--split", "{dir}/missing.npz"], "no such file"),
     (["--data", "{dir}/nowhere"], "no such directory"),
+    (["--split", "{dir}/evil.pkl"], "refuses to load"),
+    (["--split", "{dir}/x.pkl", "--data", "umls"], "carries its own graph"),
 ])
 def test_bad_input_is_one_line(flags, msg, other_split, tmp_path, capsys):
     flags = [f.format(dir=other_split) for f in flags]

@@ -193,7 +193,7 @@ def test_cli_suggests_what_was_meant(cli):
     assert out.returncode == 0 and any(line.startswith("softmax") and "Softmax regression" in line
                                        for line in out.stdout.splitlines())
     help_text = cli("exp", "transe", "--help").stdout.replace("\n", "").replace(" ", "")
-    assert "--model{transe,rotate,distmult}" in help_text and "--optimizer{sgd,optax_sgd,momentum,adam,adamw}" in help_text
+    assert "--model{transe,rotate,distmult,complex}" in help_text and "--optimizer{sgd,optax_sgd,momentum,adam,adamw}" in help_text
 
 
 def test_the_compile_cache_is_filled_once_and_read_back(tmp_path, cli):

@@ -296,7 +296,7 @@ class Negatives(NamedTuple):
 
 
 def corrupt(key, triples_Bx3, *, num_entities, num_negatives: int, mode: str = "both",
-            known: TripleSet | None = None) -> Negatives:
+            known: TripleSet | None = None, pool_P=None, pool_size=None) -> Negatives:
     """Draw `num_negatives` corruptions of each positive triple, on device.
 
     mode 'both': each positive replaces its head or its tail (a fair coin) in all its K
@@ -306,6 +306,10 @@ def corrupt(key, triples_Bx3, *, num_entities, num_negatives: int, mode: str = "
     sampler). With `known`, negatives that are known true triples are masked out
     (`mask_BxK` False) rather than redrawn, so shapes stay static; the losses ignore masked
     negatives. `num_entities` may be a traced scalar (e.g. per federated client).
+
+    pool_P, pool_size: draw replacements uniformly from the first `pool_size` ids of
+    `pool_P` instead (e.g. the entities one federated client holds); the original entity
+    may then be drawn, and is masked when `known` holds the positive.
     """
     if mode not in CORRUPT_MODES:
         raise ValueError(f"mode must be one of {CORRUPT_MODES}, got {mode!r}")
@@ -319,8 +323,11 @@ def corrupt(key, triples_Bx3, *, num_entities, num_negatives: int, mode: str = "
     else:
         corrupt_head = jnp.full((B, 1), mode == "head")
     original = jnp.where(corrupt_head, h, t)
-    draw = jax.random.randint(k_ent, (B, num_negatives), 0, num_entities - 1, dtype=jnp.int32)
-    replacement = draw + (draw >= original)  # skip the original entity: uniform over the others
+    if pool_P is None:
+        draw = jax.random.randint(k_ent, (B, num_negatives), 0, num_entities - 1, dtype=jnp.int32)
+        replacement = draw + (draw >= original)  # skip the original entity: uniform over the others
+    else:
+        replacement = pool_P[jax.random.randint(k_ent, (B, num_negatives), 0, pool_size, dtype=jnp.int32)]
     heads = jnp.where(corrupt_head, replacement, h)
     tails = jnp.where(corrupt_head, t, replacement)
     mask = None if known is None else ~contains(known, heads, r, tails)

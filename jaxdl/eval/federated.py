@@ -1,8 +1,13 @@
 """Filtered link prediction for every client of a federation at once.
 
-Each client ranks the heads and tails of its own valid/test triples against all entities,
-filtering with the triples it knows (its own train, valid and test; see
-`jaxdl.eval.link_prediction` for the tie-averaged rank). Clients are padded to a common
+Each client ranks the answers to its own valid/test triples, filtering with the triples it
+knows (its own train, valid and test; see `jaxdl.eval.link_prediction` for the
+tie-averaged rank), under one of two protocols:
+
+    standard   heads and tails, against every entity (the field's filtered protocol)
+    reference  tails only, against the entities of the client's training triples (the
+               FedE reference code's protocol; easier: fewer candidates, no head queries)
+ Clients are padded to a common
 number of queries (masked) and ranked by one jitted program, `vmap`ped over the client
 axis -- over stacked per-client parameters (isolation, FedE) or over one shared model
 (collection). The overall figure weights each client's metric by its number of triples in
@@ -10,6 +15,7 @@ the split, as the FedE paper does (equivalently: every rank of every client pool
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 
 import jax
@@ -18,22 +24,47 @@ import numpy as np
 
 from jaxdl.data.federated import ClientData, pad_stack
 from jaxdl.data.kg import filter_masks
-from jaxdl.eval.link_prediction import HITS_AT, default_batch_size, link_prediction_ranks, ranking_metrics
+from jaxdl.eval.link_prediction import HITS_AT, default_batch_size, ranking_metrics, ranks_from_scores
 from jaxdl.models import kge as kge_models
 
 METRICS = ("mrr", "mr", *(f"hits@{k}" for k in HITS_AT))
+PROTOCOLS = ("standard", "reference")
 
 
-@partial(jax.jit, static_argnums=(0, 1))
-def _rank_clients(model, shared: bool, params, triples_CxMxBx3, tail_filter_CxMxBxE, head_filter_CxMxBxE):
-    """ranks (C, M, B, 2): per client, per chunk of B queries, (tail rank, head rank)."""
+@dataclass(frozen=True)
+class ModelScores:
+    """A KGE model's scores of every candidate: what `make_client_evaluator` ranks with (any
+    hashable object with these two methods will do, e.g. a fusion of two models)."""
 
-    def one_client(p, triples, tail_f, head_f):
-        return jax.lax.map(lambda chunk: jnp.stack(link_prediction_ranks(model, p, *chunk), axis=-1),
-                           (triples, tail_f, head_f))
+    model: kge_models.KGEModel
 
-    return jax.vmap(one_client, in_axes=(None if shared else 0, 0, 0, 0))(
-        params, triples_CxMxBx3, tail_filter_CxMxBxE, head_filter_CxMxBxE)
+    def tails(self, params, h_B, r_B):
+        return kge_models.score_all_tails(self.model, params, h_B, r_B)
+
+    def heads(self, params, r_B, t_B):
+        return kge_models.score_all_heads(self.model, params, r_B, t_B)
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2))
+def _rank_clients(scores, shared: bool, tails_only: bool, params, triples_CxMxBx3, tail_filter_CxMxBxE,
+                  head_filter_CxMxBxE, outside_CxE):
+    """ranks (C, M, B, 2): per client, per chunk of B queries, (tail rank, head rank); with
+    `tails_only` (C, M, B, 1). `outside_CxE`: candidates left out for every query of a client."""
+
+    def one_client(p, triples, tail_f, head_f, outside_E):
+        def chunk(q):
+            triples_Bx3, tail_f_BxE, head_f_BxE = q
+            h, r, t = triples_Bx3[:, 0], triples_Bx3[:, 1], triples_Bx3[:, 2]
+            tail = ranks_from_scores(scores.tails(p, h, r), t, tail_f_BxE | outside_E)
+            if tails_only:
+                return tail[:, None]
+            head = ranks_from_scores(scores.heads(p, r, t), h, head_f_BxE | outside_E)
+            return jnp.stack([tail, head], axis=-1)
+
+        return jax.lax.map(chunk, (triples, tail_f, head_f))
+
+    return jax.vmap(one_client, in_axes=(None if shared else 0, 0, 0, 0, 0))(
+        params, triples_CxMxBx3, tail_filter_CxMxBxE, head_filter_CxMxBxE, outside_CxE)
 
 
 def weighted_overall(per_client: dict[str, np.ndarray], sizes_C: np.ndarray) -> dict[str, float]:
@@ -63,14 +94,14 @@ def _client_metrics(ranks: list[np.ndarray], masks: list[np.ndarray]) -> dict[st
     """Per-client ranking metrics (each a float64 (C,) array) from a split's blocks of
     (C, q, 2) ranks and their (C, q) masks."""
     ranks_CxQx2 = np.concatenate(ranks, axis=1)
-    mask_CxQx2 = np.repeat(np.concatenate(masks, axis=1)[..., None], 2, axis=-1)
+    mask_CxQx2 = np.repeat(np.concatenate(masks, axis=1)[..., None], ranks_CxQx2.shape[-1], axis=-1)
     per_client = jax.vmap(ranking_metrics)(ranks_CxQx2, mask_CxQx2)
     return {k: np.asarray(v, np.float64) for k, v in per_client.items()}
 
 
-def make_client_evaluator(model: kge_models.KGEModel, clients: list[ClientData], num_entities: int, *,
+def make_client_evaluator(model: kge_models.KGEModel | ModelScores, clients: list[ClientData], num_entities: int, *,
                           splits=("valid", "test"), global_relations: bool = False, batch_size: int | None = None,
-                          block_bytes: int = 1 << 28):
+                          block_bytes: int = 1 << 28, protocol: str = "standard"):
     """`evaluate(params, *, shared=False, only=None) -> {split: {'sizes': (C,), metric: (C,), ...}}`.
 
     clients: the clients whose triples are ranked, in stack order.
@@ -79,12 +110,25 @@ def make_client_evaluator(model: kge_models.KGEModel, clients: list[ClientData],
     params: stacked per-client params (leading axis >= C; extra padding clients ignored)
         or, with shared=True, one model used by every client.
     only: the splits to rank this call (default: all of `splits`).
+    protocol: 'standard' or 'reference' (see the module docstring).
+    model: a KGEModel, or any scorer with `tails`/`heads` like `ModelScores` (then give
+        `batch_size`).
     Filters are built on the host once and kept on device when a split's two (C, Q, E)
     boolean masks fit in `block_bytes`; otherwise they are rebuilt per block of queries.
     """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     E = int(num_entities)
     C = len(clients)
-    B = batch_size or default_batch_size(E, model.entity_dim)
+    scores = ModelScores(model) if isinstance(model, kge_models.KGEModel) else model
+    tails_only = protocol == "reference"
+    outside_CxE = np.zeros((C, E), bool)
+    if tails_only:  # candidates: the entities of the client's training triples
+        for i, c in enumerate(clients):
+            outside_CxE[i] = True
+            outside_CxE[i, c.entities()] = False
+    outside_CxE = jnp.asarray(outside_CxE)
+    B = batch_size or default_batch_size(E, scores.model.entity_dim)
     convert = (lambda c, t: c.to_global(t)) if global_relations else (lambda c, t: t)
     known = [convert(c, c.known()) for c in clients]
     prepared = {}
@@ -118,8 +162,9 @@ def make_client_evaluator(model: kge_models.KGEModel, clients: list[ClientData],
             ranks, masks = [], []
             for start in range(0, M, per_block):
                 triples, tail_f, head_f, mask = block(name, start)
-                r = np.asarray(_rank_clients(model, shared, params, triples, tail_f, head_f))
-                ranks.append(r.reshape(C, -1, 2))
+                r = np.asarray(_rank_clients(scores, shared, tails_only, params, triples, tail_f, head_f,
+                                             outside_CxE))
+                ranks.append(r.reshape(C, -1, r.shape[-1]))
                 masks.append(mask)
             out[name] = {"sizes": sizes, **_client_metrics(ranks, masks)}
         return out

@@ -32,7 +32,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxdl.data.kg import TripleSet, corrupt
+from jaxdl.data.kg import Negatives, TripleSet, corrupt
 from jaxdl.models import kge as kge_models
 
 LOSSES = ("nssa", "ns", "margin")
@@ -120,16 +120,29 @@ def n3_penalty(model: kge_models.KGEModel, params, triples_Bx3, mask_B=None):
     return _masked_mean(n3_per_triple(model, params, triples_Bx3), mask_B)
 
 
+def batch_negatives(batch: dict, key, *, num_entities, num_negatives: int, corrupt_mode: str = "both",
+                    known: TripleSet | None = None) -> Negatives:
+    """The K negatives of each positive of `batch['triples']` (see `corrupt`). A batch may
+    carry its own filter set ('known_key_N', 'known_tail_N', 'known_relations') and pool of
+    replacements ('pool_E', 'pool_size'), e.g. one federated client's training triples and
+    entities (`jaxdl.train.federated.negative_extras`); they take precedence over `known`."""
+    if "known_key_N" in batch:
+        known = TripleSet(batch["known_key_N"], batch["known_tail_N"], batch["known_relations"])
+    return corrupt(key, batch["triples"], num_entities=num_entities, num_negatives=num_negatives, mode=corrupt_mode,
+                   known=known, pool_P=batch.get("pool_E"), pool_size=batch.get("pool_size"))
+
+
 def kge_loss(model: kge_models.KGEModel, params, triples_Bx3, key, *, num_entities, num_negatives: int,
              loss: str = "nssa", temperature: float = 1.0, margin: float = 1.0, corrupt_mode: str = "both",
              known: TripleSet | None = None, mask_B=None, regularizer: str = "none",
-             regularizer_weight: float = 0.0):
-    """One batch: draw K negatives per positive from `key` (see `corrupt`), score positives
-    and negatives, return (mean loss, metrics). `mask_B` marks real (not padding) rows.
-    With `regularizer='n3'` the loss adds `regularizer_weight * n3_penalty` (reported
-    unweighted as metrics['n3'])."""
-    negatives = corrupt(key, triples_Bx3, num_entities=num_entities, num_negatives=num_negatives,
-                        mode=corrupt_mode, known=known)
+             regularizer_weight: float = 0.0, negatives: Negatives | None = None):
+    """One batch: draw K negatives per positive from `key` (see `corrupt`; or take the
+    given `negatives`), score positives and negatives, return (mean loss, metrics). `mask_B`
+    marks real (not padding) rows. With `regularizer='n3'` the loss adds
+    `regularizer_weight * n3_penalty` (reported unweighted as metrics['n3'])."""
+    if negatives is None:
+        negatives = corrupt(key, triples_Bx3, num_entities=num_entities, num_negatives=num_negatives,
+                            mode=corrupt_mode, known=known)
     h, r, t = triples_Bx3[:, 0], triples_Bx3[:, 1], triples_Bx3[:, 2]
     pos_B = kge_models.score(model, params, h, r, t)
     neg_BxK = kge_models.score_corrupted(model, params, triples_Bx3, negatives.replacement_BxK,
@@ -159,7 +172,9 @@ def make_loss_fn(model: kge_models.KGEModel, *, num_entities, num_negatives: int
                          f"with regularizer {regularizer!r}")
 
     def loss_fn(params, batch, key):
-        return kge_loss(model, params, batch["triples"], key, num_entities=num_entities,
+        negatives = batch_negatives(batch, key, num_entities=num_entities, num_negatives=num_negatives,
+                                    corrupt_mode=corrupt_mode, known=known)
+        return kge_loss(model, params, batch["triples"], key, negatives=negatives, num_entities=num_entities,
                         num_negatives=num_negatives, loss=loss, temperature=temperature, margin=margin,
                         corrupt_mode=corrupt_mode, known=known, mask_B=batch.get("mask"),
                         regularizer=regularizer, regularizer_weight=regularizer_weight)

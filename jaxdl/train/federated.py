@@ -35,12 +35,24 @@ the same (tests/test_fede.py):
     as fast: there padding is nearly free. `make bench` (the fede workloads) times both
     against a Python loop of per-client programs.
 
-The reference implementation (zjukg/FedE) differs in ways this one fixes: it sends the
-whole entity table down to every client and up again each round (here: only the rows a
-client holds, counted in `communication`), and an entity that no sampled client holds is
-set to zero on the server (here: it keeps its value). Like the reference, negatives are
-drawn uniformly over all entities, Adam runs locally, and early stopping watches the
-test-size-weighted validation MRR checked every few rounds.
+The reference implementation (zjukg/FedE) trains a round differently; each difference is
+selectable here (`make_round`, `negative_extras`; the fede experiment's --semantics
+reference selects them all):
+  * it builds a fresh Adam for every client every round (here by default each client's
+    optimizer state carries over: `reset_optimizer`);
+  * it sends every client the server's whole entity table and takes it back (here: only
+    the rows a participant holds, counted in `communication`; `download='all'`);
+  * its server averages an entity over every client holding it, a client that sat the
+    round out adding the value it was sent (here: over the participants holding it;
+    `average='holders'`; the same when every client takes part);
+  * it corrupts tails only, drawing from all entities (FedE, collection) or the client's
+    own (isolation), and leaves out draws that are known training tails of (h, r) (here
+    by default heads or tails, from all entities, unfiltered: the corrupt mode and
+    `negative_extras`).
+An entity no client holds would be zeroed by the reference; here it keeps its value.
+Both initialise entities uniformly on +-(gamma + 2) / dim, run Adam locally, weight the
+loss's positive and negative parts equally, and stop early on the test-size-weighted
+validation MRR checked every few rounds (the reference: every 5 rounds, patience 15).
 
 Nothing here knows about devices: jaxdl/devices/clients.py divides the client axis among
 them.
@@ -54,6 +66,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdl.data.federated import ClientStack
+from jaxdl.data.kg import triple_set
 from jaxdl.data.randomness import prefix_shuffle
 from jaxdl.errors import JaxdlError
 from jaxdl.models import kge as kge_models
@@ -69,6 +82,7 @@ class ClientArrays(NamedTuple):
     train_mask_CxN: jax.Array
     entity_mask_CxE: jax.Array  # True where the client holds the entity
     client_mask_C: jax.Array  # True for real clients
+    batch_extras: dict  # per-client arrays (C, ...) every batch of that client carries (`negative_extras`)
 
 
 class FedState(NamedTuple):
@@ -81,16 +95,47 @@ class FedState(NamedTuple):
     round: jax.Array
 
 
-def client_arrays(stack: ClientStack, batch_size: int) -> ClientArrays:
+def client_arrays(stack: ClientStack, batch_size: int, *, batch_extras: dict | None = None) -> ClientArrays:
     """The training part of a ClientStack, with the triple axis padded to a whole number of
-    batches (steps_per_epoch * batch_size)."""
+    batches (steps_per_epoch * batch_size); `batch_extras` as `negative_extras` gives them."""
     S = steps_per_epoch(stack, batch_size)
     N = S * batch_size
     pad = N - stack.train_CxNx3.shape[1]
     triples = np.pad(stack.train_CxNx3, ((0, 0), (0, pad), (0, 0)))
     mask = np.pad(stack.train_mask_CxN, ((0, 0), (0, pad)))
     return ClientArrays(jnp.asarray(triples), jnp.asarray(mask), jnp.asarray(stack.entity_mask_CxE),
-                        jnp.asarray(stack.client_mask_C))
+                        jnp.asarray(stack.client_mask_C),
+                        {k: jnp.asarray(v) for k, v in (batch_extras or {}).items()})
+
+
+NEGATIVE_POOLS = ("all", "held")
+
+
+def negative_extras(stack: ClientStack, *, filtered: bool, pool: str) -> dict:
+    """What each client's loss needs to draw its negatives as asked, each stacked on a leading client axis
+    (see `jaxdl.losses.kge.make_loss_fn`):
+
+    filtered: negatives that are one of the client's training triples are left out of
+        the loss ('known_key_N', 'known_tail_N', 'known_relations': a TripleSet each);
+    pool 'held': replacements drawn from the entities the client holds ('pool_E',
+        'pool_size'), 'all': from every entity.
+    """
+    if pool not in NEGATIVE_POOLS:
+        raise ValueError(f"pool must be one of {NEGATIVE_POOLS}, got {pool!r}")
+    C, R = stack.relation_mask_CxR.shape
+    E = stack.entity_mask_CxE.shape[1]
+    extras = {}
+    if filtered:
+        size = stack.train_CxNx3.shape[1]
+        sets = [triple_set(stack.train_CxNx3[c][stack.train_mask_CxN[c]], E, R, size=size) for c in range(C)]
+        extras["known_key_N"] = np.stack([np.asarray(t.pair_key_N) for t in sets])
+        extras["known_tail_N"] = np.stack([np.asarray(t.tail_N) for t in sets])
+        extras["known_relations"] = np.full(C, R, np.int32)
+    if pool == "held":
+        held = [np.flatnonzero(m).astype(np.int32) for m in stack.entity_mask_CxE]
+        extras["pool_E"] = np.stack([np.pad(h, (0, E - len(h))) for h in held])
+        extras["pool_size"] = np.asarray([max(1, len(h)) for h in held], np.int32)
+    return extras
 
 
 def steps_per_epoch(stack: ClientStack, batch_size: int) -> int:
@@ -177,11 +222,11 @@ def _select(flag, new_tree, old_tree):
     return jax.tree.map(lambda a, b: jnp.where(flag, a, b), new_tree, old_tree)
 
 
-def local_train(train_step, state: TrainState, triples_Nx3, mask_N, key, *, local_epochs: int,
+def local_train(train_step, state: TrainState, triples_Nx3, mask_N, key, extras=None, *, local_epochs: int,
                 batch_size: int):
     """`local_epochs` passes over one client's triples (N padded to S * batch_size rows,
     `mask_N` marking the real ones, which come first), reshuffled every epoch, as one `lax.scan`
-    over the steps.
+    over the steps. `extras` (the client's `batch_extras`) rides along in every batch.
 
     Returns (state, {'loss': mean loss over its real steps, 'steps': real steps taken,
     'finite': all real steps finite}).
@@ -202,7 +247,7 @@ def local_train(train_step, state: TrainState, triples_Nx3, mask_N, key, *, loca
             state, loss_sum = carry
             batch, k = batch_and_key
             active = batch["mask"].any()
-            stepped, metrics = train_step(state, batch, k)
+            stepped, metrics = train_step(state, {**batch, **(extras or {})}, k)
             state = _select(active, stepped, state)
             return (state, loss_sum + jnp.where(active, metrics["loss"], 0.0)), \
                 (active, jnp.where(active, metrics["finite"], True))
@@ -236,7 +281,7 @@ def _phases(total_steps_C) -> list[tuple[int, int, np.ndarray]]:
     return phases
 
 
-def packed_local_train(train_step, state: TrainState, triples_CxNx3, mask_CxN, keys_C, steps_C, *,
+def packed_local_train(train_step, state: TrainState, triples_CxNx3, mask_CxN, keys_C, steps_C, extras_C=None, *,
                        local_epochs: int, batch_size: int):
     """`local_train` of every stacked client, computing only real steps.
 
@@ -262,12 +307,12 @@ def packed_local_train(train_step, state: TrainState, triples_CxNx3, mask_CxN, k
     finite_C = jnp.ones((C,), bool)
 
     def client_phase(first: int, end: int):
-        def run(state, loss_sum, finite, triples_Nx3, mask_N, order_LxN, ksteps_L, steps):
+        def run(state, loss_sum, finite, triples_Nx3, mask_N, order_LxN, ksteps_L, extras, steps):
             def step(carry, j):
                 state, loss_sum, finite = carry
                 e, i = j // steps, j % steps
                 rows = jax.lax.dynamic_slice_in_dim(order_LxN[e], i * B, B)
-                batch = {"triples": triples_Nx3[rows], "mask": mask_N[rows]}
+                batch = {"triples": triples_Nx3[rows], "mask": mask_N[rows], **extras}
                 state, metrics = train_step(state, batch, jax.random.fold_in(ksteps_L[e], i))
                 return (state, loss_sum + metrics["loss"], finite & metrics["finite"]), None
 
@@ -277,7 +322,8 @@ def packed_local_train(train_step, state: TrainState, triples_CxNx3, mask_CxN, k
 
     for first, end, index in _phases(total_C):
         take = lambda a: a[index]  # noqa: E731
-        sub = jax.tree.map(take, (state, loss_sum_C, finite_C, triples_CxNx3, mask_CxN, order_CxLxN, ksteps_CxL))
+        sub = jax.tree.map(take, (state, loss_sum_C, finite_C, triples_CxNx3, mask_CxN, order_CxLxN, ksteps_CxL,
+                                  extras_C or {}))
         sub_state, sub_loss, sub_finite = client_phase(first, end)(*sub, jnp.asarray(steps_C[index]))
         put = lambda a, b: a.at[index].set(b)  # noqa: E731
         state = jax.tree.map(put, state, sub_state)
@@ -304,19 +350,32 @@ def _train_picked(train_clients, clients: TrainState, data: ClientArrays, keys_C
     C = data.client_mask_C.shape[0]
     take = lambda a: a[index_K]  # noqa: E731
     trained, local = train_clients(jax.tree.map(take, clients), data.train_CxNx3[index_K], data.train_mask_CxN[index_K],
-                                   keys_C[index_K])
+                                   keys_C[index_K], jax.tree.map(take, data.batch_extras))
     clients = jax.tree.map(lambda a, b: a.at[index_K].set(b), clients, trained)
     return clients, jax.tree.map(lambda m: jnp.zeros((C, *m.shape[1:]), m.dtype).at[index_K].set(m), local)
 
 
+DOWNLOADS = ("held", "all")
+AVERAGES = ("participants", "holders")
+
+
 def make_round(train_step, *, aggregate: bool, local_epochs: int, batch_size: int, num_clients: int,
-               participants: int, entity_dim: int, client_steps: tuple[int, ...] | None = None):
+               participants: int, entity_dim: int, client_steps: tuple[int, ...] | None = None,
+               reset_optimizer=None, download: str = "held", average: str = "participants"):
     """The pure round `round_fn(state, data, key) -> (state, metrics)` (jit it).
 
     aggregate: True for FedE (download, local training, upload + mean), False for
         isolation/collection (local training only, every client every round).
     num_clients: real clients C (the device room may pad the stack with empty clients).
     participants: K clients per round (FedE); all when K == C.
+    reset_optimizer: an optimizer whose fresh state every training client starts each
+        round with (the FedE reference builds a new Adam per client and round); None keeps
+        each client's optimizer state across rounds.
+    download: 'held' sends each participant the server's rows of the entities it holds;
+        'all' sends every client the server's whole table (the reference).
+    average: the server's mean of an entity over the 'participants' holding it, or over
+        all 'holders' (the reference: a holder that sat the round out adds the server's
+        value it was sent; the same when every client takes part).
 
     Metrics: 'loss' (mean over participants of their local loss), 'floats_up',
     'floats_down' (FedE communication; 0 otherwise), 'finite'.
@@ -326,9 +385,12 @@ def make_round(train_step, *, aggregate: bool, local_epochs: int, batch_size: in
         (`packed_local_train`: no padding steps, same result); else every client runs the
         largest client's step count with padding steps masked.
     """
+    if download not in DOWNLOADS or average not in AVERAGES:
+        raise ValueError(f"download must be one of {DOWNLOADS} and average one of {AVERAGES}")
 
-    def one_client(state, triples, mask, key):
-        return local_train(train_step, state, triples, mask, key, local_epochs=local_epochs, batch_size=batch_size)
+    def one_client(state, triples, mask, key, extras):
+        return local_train(train_step, state, triples, mask, key, extras, local_epochs=local_epochs,
+                           batch_size=batch_size)
 
     train_clients = jax.vmap(one_client)  # every client at once: one program, not a loop
 
@@ -343,23 +405,33 @@ def make_round(train_step, *, aggregate: bool, local_epochs: int, batch_size: in
             participating, index = pick_clients(k_pick, data.client_mask_C, participants)
         clients = state.clients
         if aggregate:
-            entity = broadcast_entities(state.server_entity, clients.params["entity"], data.entity_mask_CxE,
-                                        participating)
+            receiving, rows = (participating, data.entity_mask_CxE) if download == "held" else \
+                (data.client_mask_C, jnp.ones_like(data.entity_mask_CxE))
+            entity = broadcast_entities(state.server_entity, clients.params["entity"], rows, receiving)
             clients = clients._replace(params={**clients.params, "entity": entity})
+        if reset_optimizer is not None:
+            fresh = jax.vmap(reset_optimizer.init)(clients.params)
+            by_client = lambda a, b: jnp.where(participating.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)  # noqa: E731
+            clients = clients._replace(opt_state=jax.tree.map(by_client, fresh, clients.opt_state))
         keys_C = jax.vmap(lambda c: jax.random.fold_in(k_train, c))(jnp.arange(C_stack))
         if index is None and client_steps is not None:  # every client, only its real steps
             clients, local = packed_local_train(train_step, clients, data.train_CxNx3, data.train_mask_CxN, keys_C,
-                                                client_steps, local_epochs=local_epochs, batch_size=batch_size)
+                                                client_steps, data.batch_extras, local_epochs=local_epochs,
+                                                batch_size=batch_size)
         elif index is None:  # every client trains (padding clients have no real steps: unchanged)
-            clients, local = train_clients(clients, data.train_CxNx3, data.train_mask_CxN, keys_C)
+            clients, local = train_clients(clients, data.train_CxNx3, data.train_mask_CxN, keys_C, data.batch_extras)
         else:
             clients, local = _train_picked(train_clients, clients, data, keys_C, index)
         server_entity = state.server_entity
         comm = {"floats_up": jnp.zeros((), jnp.float32), "floats_down": jnp.zeros((), jnp.float32)}
         if aggregate:
-            server_entity, _ = aggregate_entities(clients.params["entity"], data.entity_mask_CxE, participating,
+            contributing = participating if average == "participants" else data.client_mask_C
+            server_entity, _ = aggregate_entities(clients.params["entity"], data.entity_mask_CxE, contributing,
                                                   server_entity)
             comm = communication(data.entity_mask_CxE, participating, entity_dim)
+            if download == "all":  # the whole table, both ways, to and from every client
+                full = jnp.sum(data.client_mask_C).astype(jnp.float32) * data.entity_mask_CxE.shape[1] * entity_dim
+                comm = {"floats_up": full, "floats_down": full}
         weight = participating.astype(jnp.float32)
         metrics = {"loss": (weight * local["loss"]).sum() / jnp.maximum(weight.sum(), 1.0),
                    "finite": jnp.where(participating, local["finite"], True).all(), **comm}
