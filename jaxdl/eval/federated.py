@@ -34,15 +34,21 @@ PROTOCOLS = ("standard", "reference")
 @dataclass(frozen=True)
 class ModelScores:
     """A KGE model's scores of every candidate: what `make_client_evaluator` ranks with (any
-    hashable object with these two methods will do, e.g. a fusion of two models)."""
+    hashable object with these three methods will do, e.g. a fusion of two models)."""
 
     model: kge_models.KGEModel
 
-    def tails(self, params, h_B, r_B):
-        return kge_models.score_all_tails(self.model, params, h_B, r_B)
+    def prepare(self, params):
+        """What `tails`/`heads` read, computed once per evaluation (not per chunk)."""
+        return params, kge_models.entity_columns(params)
 
-    def heads(self, params, r_B, t_B):
-        return kge_models.score_all_heads(self.model, params, r_B, t_B)
+    def tails(self, prepared, h_B, r_B):
+        params, entity_DxE = prepared
+        return kge_models.score_all_tails(self.model, params, h_B, r_B, entity_DxE)
+
+    def heads(self, prepared, r_B, t_B):
+        params, entity_DxE = prepared
+        return kge_models.score_all_heads(self.model, params, r_B, t_B, entity_DxE)
 
 
 @partial(jax.jit, static_argnums=(0, 1, 2))
@@ -52,6 +58,8 @@ def _rank_clients(scores, shared: bool, tails_only: bool, params, triples_CxMxBx
     `tails_only` (C, M, B, 1). `outside_CxE`: candidates left out for every query of a client."""
 
     def one_client(p, triples, tail_f, head_f, outside_E):
+        p = scores.prepare(p)
+
         def chunk(q):
             triples_Bx3, tail_f_BxE, head_f_BxE = q
             h, r, t = triples_Bx3[:, 0], triples_Bx3[:, 1], triples_Bx3[:, 2]

@@ -51,11 +51,13 @@ def ranks_from_scores(scores_BxE, targets_B, filter_BxE=None):
 
 
 def link_prediction_ranks(model: kge_models.KGEModel, params, triples_Bx3, tail_filter_BxE=None,
-                          head_filter_BxE=None):
-    """(tail_rank_B, head_rank_B): ranks of t in (h, r, ?) and of h in (?, r, t)."""
+                          head_filter_BxE=None, entity_DxE=None):
+    """(tail_rank_B, head_rank_B): ranks of t in (h, r, ?) and of h in (?, r, t).
+    `entity_DxE`: `kge_models.entity_columns(params)`, given when ranking chunk after chunk."""
     h, r, t = triples_Bx3[:, 0], triples_Bx3[:, 1], triples_Bx3[:, 2]
-    tail_ranks = ranks_from_scores(kge_models.score_all_tails(model, params, h, r), t, tail_filter_BxE)
-    head_ranks = ranks_from_scores(kge_models.score_all_heads(model, params, r, t), h, head_filter_BxE)
+    entity_DxE = kge_models.entity_columns(params) if entity_DxE is None else entity_DxE
+    tail_ranks = ranks_from_scores(kge_models.score_all_tails(model, params, h, r, entity_DxE), t, tail_filter_BxE)
+    head_ranks = ranks_from_scores(kge_models.score_all_heads(model, params, r, t, entity_DxE), h, head_filter_BxE)
     return tail_ranks, head_ranks
 
 
@@ -73,8 +75,10 @@ def ranking_metrics(ranks, mask=None) -> dict:
 
 @partial(jax.jit, static_argnums=0)
 def _rank_block(model, params, triples_CxBx3, tail_filter_CxBxE, head_filter_CxBxE):
+    entity_DxE = kge_models.entity_columns(params)  # once, not per chunk
+
     def one(chunk):
-        return jnp.stack(link_prediction_ranks(model, params, *chunk), axis=-1)
+        return jnp.stack(link_prediction_ranks(model, params, *chunk, entity_DxE=entity_DxE), axis=-1)
 
     return jax.lax.map(one, (triples_CxBx3, tail_filter_CxBxE, head_filter_CxBxE))
 

@@ -143,16 +143,67 @@ def score(model: KGEModel, params: dict, h, r, t):
     return score_embeddings(model, ent[h], rel[r], ent[t])
 
 
-def score_all_tails(model: KGEModel, params: dict, h_B, r_B):
-    """scores_BxE of (h, r, e) for every entity e."""
-    everyone = jnp.arange(params["entity"].shape[0])[None, :]
-    return score(model, params, h_B[:, None], r_B[:, None], everyone)
+def entity_columns(params: dict):
+    """entity_DxE: the entity table transposed, what `score_all_tails`/`score_all_heads` scan
+    (compute it once, outside a loop over query chunks)."""
+    return params["entity"].T
 
 
-def score_all_heads(model: KGEModel, params: dict, r_B, t_B):
+def _query_vectors(model: KGEModel, params: dict, known_B, r_B, *, tails: bool):
+    """c_BxD such that the score of the missing entity e is a function of (e, c) alone (see
+    `score_corrupted`): `known_B` is the head of a tail query or the tail of a head query."""
+    x, r = params["entity"][known_B], params["relation"][r_B]
+    if model.name == "transe":
+        return x + r if tails else x - r
+    if model.name == "distmult":
+        return x * r
+    if model.name == "complex":
+        return _complex_product(x, r) if tails else _complex_product(r, x, conj_a=True)
+    phase = r * (math.pi / model.embedding_range)
+    re_r, im_r = jnp.cos(phase), jnp.sin(phase)
+    re_x, im_x = jnp.split(x, 2, axis=-1)
+    if not tails:
+        im_r = -im_r  # t o conj(r)
+    return jnp.concatenate([re_x * re_r - im_x * im_r, re_x * im_r + im_x * re_r], -1)
+
+
+def score_against_all(model: KGEModel, c_BxD, entity_DxE, *, unroll: int = 4):
+    """scores_BxE of every entity against the query vectors `c_BxD`. Bilinear models are one
+    matrix product; distance models accumulate over the embedding axis in a loop whose body
+    is vectorised over the entities (a (B, E) accumulator; never a (B, E, D) broadcast)."""
+    if model.name in ("distmult", "complex"):
+        return c_BxD @ entity_DxE
+    E = entity_DxE.shape[1]
+    zero = jnp.zeros((c_BxD.shape[0], E), c_BxD.dtype)
+    if model.name == "rotate":
+        D = c_BxD.shape[1] // 2
+
+        def modulus(i, acc):
+            re = entity_DxE[i][None, :] - c_BxD[:, i][:, None]
+            im = entity_DxE[D + i][None, :] - c_BxD[:, D + i][:, None]
+            return acc + _safe_norm(re * re + im * im)
+
+        return model.gamma - jax.lax.fori_loop(0, D, modulus, zero, unroll=unroll)
+
+    def term(d, acc):
+        diff = entity_DxE[d][None, :] - c_BxD[:, d][:, None]
+        return acc + (jnp.abs(diff) if model.p == 1 else diff * diff)
+
+    total = jax.lax.fori_loop(0, c_BxD.shape[1], term, zero, unroll=unroll)
+    return model.gamma - (total if model.p == 1 else _safe_norm(total))
+
+
+def score_all_tails(model: KGEModel, params: dict, h_B, r_B, entity_DxE=None):
+    """scores_BxE of (h, r, e) for every entity e (`entity_DxE`: `entity_columns(params)`,
+    computed here when not given)."""
+    entity_DxE = entity_columns(params) if entity_DxE is None else entity_DxE
+    return score_against_all(model, _query_vectors(model, params, h_B, r_B, tails=True), entity_DxE)
+
+
+def score_all_heads(model: KGEModel, params: dict, r_B, t_B, entity_DxE=None):
     """scores_BxE of (e, r, t) for every entity e."""
-    everyone = jnp.arange(params["entity"].shape[0])[None, :]
-    return score(model, params, everyone, r_B[:, None], t_B[:, None])
+    entity_DxE = entity_columns(params) if entity_DxE is None else entity_DxE
+    return score_against_all(model, _query_vectors(model, params, t_B, r_B, tails=False), entity_DxE)
 
 
 def score_corrupted(model: KGEModel, params: dict, triples_Bx3, replacement_BxK, corrupt_head):

@@ -151,12 +151,18 @@ class FusionScores:
     isolation: kge_models.KGEModel
     fede: kge_models.KGEModel
 
-    def tails(self, params, h_B, r_B):
-        scores = jnp.stack([kge_models.score_all_tails(self.isolation, params["isolation"], h_B, r_B),
-                            kge_models.score_all_tails(self.fede, params["fede"], h_B, r_B)], -1)
-        return fuse(params["fusion"], scores)
+    def prepare(self, params):
+        """Each model's entity columns, once per evaluation."""
+        return {**params, "columns": {k: kge_models.entity_columns(params[k]) for k in ("isolation", "fede")}}
 
-    def heads(self, params, r_B, t_B):
-        scores = jnp.stack([kge_models.score_all_heads(self.isolation, params["isolation"], r_B, t_B),
-                            kge_models.score_all_heads(self.fede, params["fede"], r_B, t_B)], -1)
-        return fuse(params["fusion"], scores)
+    def tails(self, prepared, h_B, r_B):
+        p, cols = prepared, prepared["columns"]
+        scores = jnp.stack([kge_models.score_all_tails(self.isolation, p["isolation"], h_B, r_B, cols["isolation"]),
+                            kge_models.score_all_tails(self.fede, p["fede"], h_B, r_B, cols["fede"])], -1)
+        return fuse(p["fusion"], scores)
+
+    def heads(self, prepared, r_B, t_B):
+        p, cols = prepared, prepared["columns"]
+        scores = jnp.stack([kge_models.score_all_heads(self.isolation, p["isolation"], r_B, t_B, cols["isolation"]),
+                            kge_models.score_all_heads(self.fede, p["fede"], r_B, t_B, cols["fede"])], -1)
+        return fuse(p["fusion"], scores)
