@@ -206,7 +206,8 @@ def score_all_heads(model: KGEModel, params: dict, r_B, t_B, entity_DxE=None):
     return score_against_all(model, _query_vectors(model, params, t_B, r_B, tails=False), entity_DxE)
 
 
-def score_corrupted(model: KGEModel, params: dict, triples_Bx3, replacement_BxK, corrupt_head):
+def score_corrupted(model: KGEModel, params: dict, triples_Bx3, replacement_BxK, corrupt_head, *,
+                    chunk: int = 8):
     """Scores (B, K) of negatives that replace the head (where `corrupt_head`, broadcastable
     to (B, K)) or the tail of each positive by `replacement_BxK`; equal to
     `score(model, params, heads_BxK, r[:, None], tails_BxK)` but gathering only the K
@@ -220,30 +221,37 @@ def score_corrupted(model: KGEModel, params: dict, triples_Bx3, replacement_BxK,
     where <a, b>_R = sum_i Re(a_i) Re(b_i) + Im(a_i) Im(b_i) is the real dot product of the
     stacked [real half, imaginary half] vectors (Re(e_i w_i) = Re(conj(e_i) conj(w_i)) with
     w = r o conj(t), so c = conj(w) = conj(r) o t).
+
+    The negatives are scored `chunk` at a time (a `lax.scan` over K / chunk blocks of (B,
+    chunk) replacements): XLA on CPU gathers and reduces a (B, chunk, D) block several
+    times faster per element than one (B, K, D) gather.
     """
-    ent, rel = params["entity"], params["relation"]
-    h_BxD, r_BxD, t_BxD = ent[triples_Bx3[:, 0]], rel[triples_Bx3[:, 1]], ent[triples_Bx3[:, 2]]
-    e_BxKxD = ent[replacement_BxK]
-    side = jnp.asarray(corrupt_head)[..., None]
+    h, r, t = triples_Bx3[:, 0], triples_Bx3[:, 1], triples_Bx3[:, 2]
+    tail_c_BxD = _query_vectors(model, params, h, r, tails=True)
+    head_c_BxD = _query_vectors(model, params, t, r, tails=False)
+    B, K = replacement_BxK.shape
+    head_BxK = jnp.broadcast_to(jnp.asarray(corrupt_head), (B, K))
+
+    def block(replacement_Bxk, head_Bxk):
+        c_BxkxD = jnp.where(head_Bxk[..., None], head_c_BxD[:, None, :], tail_c_BxD[:, None, :])
+        return _score_near(model, params["entity"][replacement_Bxk], c_BxkxD)
+
+    if K <= chunk:
+        return block(replacement_BxK, head_BxK)
+    pad = -K % chunk
+    blocks = [jnp.pad(a, ((0, 0), (0, pad))).reshape(B, -1, chunk).transpose(1, 0, 2)
+              for a in (replacement_BxK, head_BxK)]
+    _, scores_NxBxk = jax.lax.scan(lambda _, x: (None, block(*x)), None, tuple(blocks))
+    return scores_NxBxk.transpose(1, 0, 2).reshape(B, K + pad)[:, :K]
+
+
+def _score_near(model: KGEModel, e_xD, c_xD):
+    """The score of entity vectors `e` against query vectors `c` (`_query_vectors`), elementwise."""
     if model.name == "transe":
-        c = jnp.where(side, (t_BxD - r_BxD)[:, None, :], (h_BxD + r_BxD)[:, None, :])
-        return transe_score(e_BxKxD, 0.0, c, gamma=model.gamma, p=model.p)
-    if model.name == "distmult":
-        c = jnp.where(side, (r_BxD * t_BxD)[:, None, :], (h_BxD * r_BxD)[:, None, :])
-        return (e_BxKxD * c).sum(-1)
-    if model.name == "complex":
-        hr_Bx2D = _complex_product(h_BxD, r_BxD)
-        rt_Bx2D = _complex_product(r_BxD, t_BxD, conj_a=True)  # conj(r) o t
-        c = jnp.where(side, rt_Bx2D[:, None, :], hr_Bx2D[:, None, :])
-        return (e_BxKxD * c).sum(-1)
-    phase = r_BxD * (math.pi / model.embedding_range)
-    re_r, im_r = jnp.cos(phase), jnp.sin(phase)
-    re_h, im_h = jnp.split(h_BxD, 2, axis=-1)
-    re_t, im_t = jnp.split(t_BxD, 2, axis=-1)
-    hr = jnp.concatenate([re_h * re_r - im_h * im_r, re_h * im_r + im_h * re_r], -1)  # h o r
-    tr = jnp.concatenate([re_t * re_r + im_t * im_r, im_t * re_r - re_t * im_r], -1)  # t o conj(r)
-    c = jnp.where(side, tr[:, None, :], hr[:, None, :])
-    re_d, im_d = jnp.split(e_BxKxD - c, 2, axis=-1)
+        return transe_score(e_xD, 0.0, c_xD, gamma=model.gamma, p=model.p)
+    if model.name in ("distmult", "complex"):
+        return (e_xD * c_xD).sum(-1)
+    re_d, im_d = jnp.split(e_xD - c_xD, 2, axis=-1)
     return model.gamma - _safe_norm(re_d * re_d + im_d * im_d).sum(-1)
 
 
