@@ -1,15 +1,22 @@
-"""Federated knowledge-graph embedding (FedE, Chen et al., IJCKG 2021) against its two
-baselines: isolation (each client alone) and collection (all triples pooled centrally).
+"""Federated knowledge-graph embedding (FedE, Chen et al., IJCKG 2021) against its
+baselines: isolation (each client alone) and collection (all triples pooled centrally),
+and the model fusion of isolation and FedE.
 
     make exp NAME=fede                                            # FedE on the synthetic grid graph
-    make exp NAME=fede ARGS="--setting all"                       # the three settings + comparison
+    make exp NAME=fede ARGS="--setting all"                       # the four settings + comparison
     make exp NAME=fede ARGS="--data ../shared/data/kg/umls --setting all"   # UMLS, 3 clients
+    make exp NAME=fede ARGS="--data fb15k237 --clients 3 --setting all"     # FB15k-237-Fed3
+    make exp NAME=fede ARGS="--split FILE.pkl --clients 3 --semantics reference"  # the reference's split and ways
 
 The graph (default: `jaxdl.data.kg.synthetic_kg`, 100 entities on a 10x10 grid, 8
 "move by (dx, dy)" relations; or `--data DIR` in the train/valid/test.txt format) is split
 into `--clients` clients by relation, as FedE's FB15k-237-Fed{3,5,10}: relations dealt at
 random (`--split-seed`), each client's triples split 80/10/10 (see jaxdl.data.federated);
 the split is saved as split.npz in the run folder and `--split FILE` reuses one.
+`--split FILE.pkl` reads a split in the FedE reference code's format (a pickled list of
+per-client dicts; read by a restricted unpickler, jaxdl.data.reference_split; the file
+carries its own graph) and `--export-split FILE.pkl` writes the split in that format and
+stops, so both codes can train on the same clients.
 
 Settings (`--setting`): `isolation` trains every client on its own triples; `collection`
 trains one model on the union of the clients' training triples; `fede` runs rounds of
@@ -19,13 +26,26 @@ is the unit of every setting (each client, or the pooled model, sees its data
 `--local-epochs` times), so validation curves per round compare like with like. All
 clients of a round train in one compiled, vmapped step (jaxdl.train.federated); with
 several devices (`--devices :N`, `0,2`, ...) the client axis is split across them (`--parallel` does not
-apply: clients, not batches, are what is distributed).
+apply: clients, not batches, are what is distributed). `--setting all` also fits the model
+fusion (jaxdl.train.fusion: per client, w . (isolation score, FedE score) + b on its
+validation triples, as the reference code's fourth setting).
 
-Evaluation, per client: filtered MRR, MR and Hits@1/3/10 on its own test triples, heads
-and tails ranked against all entities with the client's own triples filtered; overall:
-per-client metrics weighted by test size. Early stopping: weighted validation MRR checked
-every `--eval-every` 5 rounds (as the FedE reference code), stop after `--patience` 5 checks
-without improvement, test with the best parameters.
+The FedE reference code trains and evaluates differently in several ways, each a flag
+here, all selected by `--semantics reference` (see jaxdl.train.federated): tail-only
+negatives (`--corrupt tail`) filtered against the client's training triples
+(`--filter-negatives`) and drawn from the entities the model knows (`--negatives-from
+own`: a client's own in isolation); a fresh Adam every round (`--reset-optimizer`); the
+whole table sent to every client (`--download all`) and averaged over every holder
+(`--average holders`); no entity constraint; validation by its protocol (`--protocol
+reference`); patience 15.
+
+Evaluation, per client, on its own test triples, filtered with its own triples, under two
+protocols, both in every summary and table: standard (heads and tails ranked against all
+entities) and reference (tails only, against the entities of the client's training
+triples: the reference code's). Overall: per-client metrics weighted by test size.
+Early stopping: weighted validation MRR (`--protocol`'s) checked every `--eval-every` 5
+rounds, stop after `--patience` 15 checks without improvement (both as the reference
+code), test with the best parameters.
 
 Defaults (TransE dim 50, L1; Adam lr 0.01, batch 256, 16 negatives, self-adversarial
 alpha 1, gamma 9, entity vectors kept in the unit ball; 3 clients, 3 local epochs, up to
