@@ -17,9 +17,10 @@ import pytest
 
 from benchmarks import cli as bench_cli
 from benchmarks import workloads_core as core
+from benchmarks import workloads_fb15k as wfb
 from benchmarks import workloads_fede as wf
 from benchmarks.__main__ import run as bench_main
-from benchmarks.registry import Workload, discover
+from benchmarks.registry import BenchContext, Workload, discover
 from jaxdl.cli import main as jaxdl_main
 from jaxdl.data.kg import synthetic_kg
 from jaxdl.models import dense
@@ -29,7 +30,7 @@ from jaxdl.losses.classification import classification_loss
 
 REPO = Path(__file__).resolve().parent.parent
 CORE = ("linreg_step", "softmax_step", "mlp_step", "softmax_epoch")
-ROOMS = ("core", "fede", "interpret", "kge", "parallel", "startup", "word2vec")
+ROOMS = ("core", "fb15k", "fede", "interpret", "kge", "parallel", "startup", "word2vec")
 HAVE_TORCH = importlib.util.find_spec("torch") is not None
 
 
@@ -154,3 +155,16 @@ def test_fede_bench_rounds_all_compute_the_same_round():
     np.testing.assert_array_equal(np.asarray(looped_steps(server, key)), reference)
     for round_fn in (vmapped, padded):
         np.testing.assert_allclose(np.asarray(round_fn(server, key)), reference, atol=1e-6)
+
+
+@pytest.mark.parametrize("quick, reason", [(True, "quick mode"), (False, "data not found")])
+def test_fb15k_workloads_skip_with_a_note_in_quick_mode_or_without_the_graphs(quick, reason):
+    """The FB15k-237 workloads take minutes: quick mode, or a checkout without ../shared,
+    skips each of them cleanly (a record marked skipped, a note), building nothing."""
+    ctx = BenchContext(quick=quick, threads=1, shared_data=None)
+    found = wfb.workloads()
+    assert {w.group for w in found} == {"fb15k"}
+    for w in found:
+        record = w.run(ctx)
+        assert record["name"] == w.name and record["skipped"].startswith(reason)
+    assert ctx.notes and len(ctx.notes) == (1 if quick else len(found))
