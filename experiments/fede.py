@@ -235,7 +235,7 @@ def setting_task(cfg: Config, setting: str, kg, split: fed_data.FederatedSplit) 
     holds = np.asarray(data.entity_mask_CxE)
 
     def params_of(host_state):  # the parameters each client is evaluated with
-        p = fed.evaluation_params(host_state, holds, aggregate=aggregate)
+        p = fed.evaluation_params(host_state, holds, aggregate=aggregate, download=cfg.download)
         return jax.tree.map(lambda a: a[0], p) if collection else p
 
     def evaluate(params) -> dict:

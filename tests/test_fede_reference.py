@@ -120,6 +120,8 @@ def test_download_all_sends_every_row_held_download_only_held_rows(kg, split):
     for c in range(3):  # lr 0: the client tables are what was downloaded
         np.testing.assert_array_equal(everything.clients.params["entity"][c], server)
     assert float(m_all["floats_down"]) == 3 * kg.num_entities * MODEL.entity_dim
+    view = fed.evaluation_params(everything, held, aggregate=True, download="all")["entity"]
+    np.testing.assert_array_equal(view, np.broadcast_to(np.asarray(everything.server_entity), view.shape))
     rows, _ = jax.jit(fed.make_round(frozen, **kw, download="held"))(state, data, jax.random.key(0))
     before = np.asarray(state.clients.params["entity"])
     for c in range(3):

@@ -205,14 +205,16 @@ def communication(holds_CxE, participating_C, entity_dim: int) -> dict:
     return {"floats_up": floats, "floats_down": floats}
 
 
-def evaluation_params(state: FedState, holds_CxE, *, aggregate: bool) -> dict:
-    """Each client's model as the federation has it: FedE clients see the server's value of
-    every entity they hold (what the next download gives them), their own rows elsewhere."""
+def evaluation_params(state: FedState, holds_CxE, *, aggregate: bool, download: str = "held") -> dict:
+    """Each client's model as the federation has it, i.e. after the next download: FedE
+    clients see the server's value of every entity they hold and their own rows elsewhere
+    (download 'held'), or the server's whole table (download 'all', as the reference)."""
     params = state.clients.params
     if not aggregate:
         return params
     everyone = jnp.ones(holds_CxE.shape[0], bool)
-    return {**params, "entity": broadcast_entities(state.server_entity, params["entity"], holds_CxE, everyone)}
+    rows = holds_CxE if download == "held" else jnp.ones_like(holds_CxE)
+    return {**params, "entity": broadcast_entities(state.server_entity, params["entity"], rows, everyone)}
 
 
 # ---------------------------------------------------------------------------------------
