@@ -346,14 +346,14 @@ def plot_round_curves(records: list[dict], path: Path, *, title: str = "") -> No
     save_figure(fig, path, dpi=110)
 
 
-def plot_comparison(curves: dict[str, list[dict]], path: Path, *, title: str = "") -> None:
-    """Validation MRR per round, one line per setting."""
+def plot_comparison(curves: dict[str, list[dict]], path: Path, *, title: str = "", protocol: str = "standard") -> None:
+    """Validation MRR (under `protocol`) per round, one line per setting."""
     fig = Figure(figsize=(6.5, 4.2))
     ax = fig.subplots()
     for setting, records in curves.items():
         evals = [r for r in records if "valid_mrr" in r]
         ax.plot([r["epoch"] for r in evals], [r["valid_mrr"] for r in evals], ".-", label=setting)
-    ax.set(xlabel="round", ylabel="validation MRR (weighted over clients)", title=title, ylim=(-0.02, 1.02))
+    ax.set(xlabel="round", ylabel=f"validation MRR, {protocol} protocol", title=title, ylim=(-0.02, 1.02))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")  # the curves rise to the top left; their end is top right
@@ -467,7 +467,7 @@ def main(cfg: Config):
         if run.is_writer:
             run.write_json("comparison.json", table)
             plot_comparison({s: o.result.records for s, o in outcomes.items()}, run.dir / "comparison.png",
-                            title=f"{graph_name(kg)}: {cfg.clients} clients")
+                            title=f"{graph_name(kg)}: {cfg.clients} clients", protocol=cfg.protocol)
         return {"setting": "all", "split": split.summary(),
                 "test_mrr": {s: summaries[s]["test_mrr"] for s in summaries},
                 "test_mrr_per_client": {s: summaries[s]["test_mrr_per_client"] for s in summaries},
