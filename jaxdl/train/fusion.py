@@ -10,7 +10,8 @@ client's entities and filtered against its validation tails, Adam lr 0.01, 500 e
 batches of 512). Here the corruptions are drawn once and both models' scores of them
 computed once (the models are frozen, so an epoch only re-weights fixed scores); the
 reference redraws them every epoch. Weights start at (1/2, 1/2) and b at 0: the plain
-average of the two scores.
+average of the two scores. (b shifts every candidate alike, so it changes no rank, and
+under the margin loss its gradient is zero; it is kept as the reference's Linear(2, 1).)
 
 Every client is fitted at once (`jax.vmap` over the client axis, one `lax.scan` over the
 steps); `FusionScores` ranks with the fused score (jaxdl.eval.federated).
@@ -26,7 +27,7 @@ import numpy as np
 import optax
 
 from jaxdl.data.federated import ClientData, pad_stack
-from jaxdl.data.kg import corrupt, triple_set
+from jaxdl.data.kg import TripleSet, corrupt, triple_set
 from jaxdl.models import kge as kge_models
 
 MARGIN, NEGATIVES, LR, EPOCHS, BATCH = 10.0, 256, 0.01, 500, 512  # the reference's fusion settings
@@ -73,7 +74,7 @@ def fusion_data(model_iso: kge_models.KGEModel, params_iso: dict, model_fed: kge
     relations = jnp.asarray([max(c.num_relations, 1) for c in clients], jnp.int32)
 
     def one(p_iso, p_fed, triples_Qx3, pool_E, pool_size, key_pair, key_tail, num_relations, key):
-        known = type(sets[0])(key_pair, key_tail, num_relations)
+        known = TripleSet(key_pair, key_tail, num_relations)
         neg = corrupt(key, triples_Qx3, num_entities=num_entities, num_negatives=num_negatives, mode="tail",
                       known=known, pool_P=pool_E, pool_size=pool_size)
         h, r, t = triples_Qx3[:, 0], triples_Qx3[:, 1], triples_Qx3[:, 2]
