@@ -68,6 +68,7 @@ import psutil
 from benchmarks.peers import import_torch
 from benchmarks.registry import BenchContext, Workload
 from benchmarks.timing import time_once
+from benchmarks.workloads_kge import pykeen_epoch_ms, pykeen_factories
 from jaxdl.cli import load_experiment
 from jaxdl.config import parse_config
 from jaxdl.data.kg import KG, load_kg
@@ -236,15 +237,6 @@ def transe_setup(folder: Path):
     return cfg, transe.build(cfg, _graph(folder))
 
 
-def _pykeen_factories(folder: Path):
-    from pykeen.triples import TriplesFactory  # deferred: pykeen is optional, only installed by `make peers`
-
-    train = TriplesFactory.from_path(folder / "train.txt")
-    maps = {"entity_to_id": train.entity_to_id, "relation_to_id": train.relation_to_id}
-    return train, TriplesFactory.from_path(folder / "valid.txt", **maps), \
-        TriplesFactory.from_path(folder / "test.txt", **maps)
-
-
 def _import_pykeen(ctx: BenchContext, name: str):
     """torch (threads as ctx says) when PyKEEN is installed, else None with a note."""
     try:  # deferred: pykeen is optional, only installed by `make peers`
@@ -263,12 +255,9 @@ def pykeen_epoch(folder: Path, *, batches: int, epochs: int, seed: int = 0) -> d
     from pykeen.losses import NSSALoss
     from pykeen.models import TransE
     from pykeen.training import SLCWATrainingLoop
-    from pykeen.training.callbacks import TrainingCallback
     from pykeen.triples import TriplesFactory
 
-    from benchmarks.workloads_kge import _pykeen_without_epoch_gc
-
-    train, _, _ = _pykeen_factories(folder)
+    train, _, _ = pykeen_factories(folder)
     B = KGE_SETTINGS["batch_size"]
     n_all = train.num_triples
     full_batches = -(-n_all // B)
@@ -282,17 +271,7 @@ def pykeen_epoch(folder: Path, *, batches: int, epochs: int, seed: int = 0) -> d
     optimizer = torch.optim.Adam(model.parameters(), lr=KGE_SETTINGS["lr"])
     loop = SLCWATrainingLoop(model=model, triples_factory=subset, optimizer=optimizer, negative_sampler="basic",
                              negative_sampler_kwargs={"num_negs_per_pos": KGE_SETTINGS["neg"]})
-    stamps: list[float] = []
-
-    class EpochClock(TrainingCallback):
-        def post_epoch(self, epoch, epoch_loss, **kwargs):
-            stamps.append(time.perf_counter())
-
-    with _pykeen_without_epoch_gc():
-        stamps.append(time.perf_counter())
-        loop.train(triples_factory=subset, num_epochs=epochs, batch_size=B, callbacks=EpochClock(),
-                   use_tqdm=False, use_tqdm_batch=False)
-    epoch_ms = [1e3 * (b - a) for a, b in zip(stamps, stamps[1:])]
+    epoch_ms = pykeen_epoch_ms(loop, subset, epochs=epochs, batch_size=B)
     timed = statistics.median(epoch_ms[1:] or epoch_ms)
     scale = full_batches / -(-n // B)
     return {"epoch_ms": timed * scale, "subset_epoch_ms": timed, "subset_epoch_ms_samples": epoch_ms,
@@ -341,7 +320,7 @@ def pykeen_eval(folder: Path, *, triples: int, batch_size: int, seed: int = 0) -
     from pykeen.evaluation import RankBasedEvaluator
     from pykeen.models import TransE
 
-    train, valid, test = _pykeen_factories(folder)
+    train, valid, test = pykeen_factories(folder)
     model = TransE(triples_factory=train, embedding_dim=KGE_SETTINGS["dim"], scoring_fct_norm=KGE_SETTINGS["norm"],
                    random_seed=seed)
     n_all = test.num_triples

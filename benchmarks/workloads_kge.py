@@ -101,30 +101,21 @@ def _pykeen_without_epoch_gc():
         training_loop.gc = original
 
 
-def run_pykeen(data_dir: str, *, seed: int = 0, epochs: int = 100, threads: int | None = None) -> dict:
-    """TransE in PyKEEN with the same settings; epoch times from a post_epoch callback."""
-    # deferred: torch and pykeen are optional, only installed by `make peers`
-    import torch
-    from pykeen.evaluation import RankBasedEvaluator
-    from pykeen.losses import NSSALoss
-    from pykeen.models import TransE
-    from pykeen.training import SLCWATrainingLoop
-    from pykeen.training.callbacks import TrainingCallback
-    from pykeen.triples import TriplesFactory
+def pykeen_factories(folder: Path):
+    """PyKEEN's train, valid and test TriplesFactory of a graph folder, sharing train's id maps."""
+    from pykeen.triples import TriplesFactory  # deferred: pykeen is optional, only installed by `make peers`
 
-    if threads:
-        torch.set_num_threads(threads)
-    folder = Path(data_dir)
     train = TriplesFactory.from_path(folder / "train.txt")
-    valid = TriplesFactory.from_path(folder / "valid.txt", entity_to_id=train.entity_to_id,
-                                     relation_to_id=train.relation_to_id)
-    test = TriplesFactory.from_path(folder / "test.txt", entity_to_id=train.entity_to_id,
-                                    relation_to_id=train.relation_to_id)
-    model = TransE(triples_factory=train, embedding_dim=SETTINGS["dim"], random_seed=seed,
-                   loss=NSSALoss(margin=SETTINGS["gamma"], adversarial_temperature=SETTINGS["adversarial_temperature"]))
-    optimizer = torch.optim.Adam(model.parameters(), lr=SETTINGS["lr"])
-    loop = SLCWATrainingLoop(model=model, triples_factory=train, optimizer=optimizer, negative_sampler="basic",
-                             negative_sampler_kwargs={"num_negs_per_pos": SETTINGS["neg"]})
+    maps = {"entity_to_id": train.entity_to_id, "relation_to_id": train.relation_to_id}
+    return train, TriplesFactory.from_path(folder / "valid.txt", **maps), \
+        TriplesFactory.from_path(folder / "test.txt", **maps)
+
+
+def pykeen_epoch_ms(loop, triples_factory, *, epochs: int, batch_size: int) -> list[float]:
+    """Train `loop` for `epochs` epochs (per-epoch gc off) and return each epoch's wall ms,
+    from a post_epoch callback."""
+    from pykeen.training.callbacks import TrainingCallback  # deferred: pykeen is optional
+
     stamps: list[float] = []
 
     class EpochClock(TrainingCallback):
@@ -133,9 +124,29 @@ def run_pykeen(data_dir: str, *, seed: int = 0, epochs: int = 100, threads: int 
 
     with _pykeen_without_epoch_gc():
         stamps.append(time.perf_counter())
-        loop.train(triples_factory=train, num_epochs=epochs, batch_size=SETTINGS["batch_size"],
+        loop.train(triples_factory=triples_factory, num_epochs=epochs, batch_size=batch_size,
                    callbacks=EpochClock(), use_tqdm=False, use_tqdm_batch=False)
-    epoch_ms = [1e3 * (b - a) for a, b in zip(stamps, stamps[1:])]
+    return [1e3 * (b - a) for a, b in zip(stamps, stamps[1:])]
+
+
+def run_pykeen(data_dir: str, *, seed: int = 0, epochs: int = 100, threads: int | None = None) -> dict:
+    """TransE in PyKEEN with the same settings; epoch times from a post_epoch callback."""
+    # deferred: torch and pykeen are optional, only installed by `make peers`
+    import torch
+    from pykeen.evaluation import RankBasedEvaluator
+    from pykeen.losses import NSSALoss
+    from pykeen.models import TransE
+    from pykeen.training import SLCWATrainingLoop
+
+    if threads:
+        torch.set_num_threads(threads)
+    train, valid, test = pykeen_factories(Path(data_dir))
+    model = TransE(triples_factory=train, embedding_dim=SETTINGS["dim"], random_seed=seed,
+                   loss=NSSALoss(margin=SETTINGS["gamma"], adversarial_temperature=SETTINGS["adversarial_temperature"]))
+    optimizer = torch.optim.Adam(model.parameters(), lr=SETTINGS["lr"])
+    loop = SLCWATrainingLoop(model=model, triples_factory=train, optimizer=optimizer, negative_sampler="basic",
+                             negative_sampler_kwargs={"num_negs_per_pos": SETTINGS["neg"]})
+    epoch_ms = pykeen_epoch_ms(loop, train, epochs=epochs, batch_size=SETTINGS["batch_size"])
     result = RankBasedEvaluator().evaluate(model, test.mapped_triples, use_tqdm=False,
                                           additional_filter_triples=[train.mapped_triples, valid.mapped_triples])
     out = {"epoch_ms": statistics.median(epoch_ms[1:] or epoch_ms),
