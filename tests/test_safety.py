@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import subprocess
 
@@ -295,7 +296,9 @@ def test_damaged_metrics_rows_are_named_never_silently_dropped(tmp_path, capsys,
     elif damage == "garbage":
         path.write_text("\n".join([lines[0], "{not json", lines[2]]) + "\n")
     else:
-        path.write_bytes(os.urandom(300).replace(b"\n", b"x") + b"\n")
+        noise = random.Random(0).randbytes(300).replace(b"\n", b"x")
+        # bytes that str.splitlines would treat as line breaks stay inside the one damaged line
+        path.write_bytes(b"\r\x0b\x0c\x1c\xe2\x80\xa8" + noise + b"\r\n")
     capsys.readouterr()
     assert cli_main(["exp", "linreg", "--resume", str(out), "--max-epochs", "4", "--no-progress"]) == 0
     err = capsys.readouterr().err

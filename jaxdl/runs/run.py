@@ -54,12 +54,19 @@ def read_json(path: Path) -> dict | None:
     return obj if isinstance(obj, dict) else None
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Records of a .jsonl file; a torn last line (crash mid-append) is ignored."""
+def jsonl_lines(path: Path) -> list[str]:
+    """The lines of a .jsonl file, split on newlines only (a stray carriage return, form feed
+    or other Unicode line break inside damaged bytes stays part of its line)."""
     if not path.is_file():
         return []
+    text = path.read_bytes().decode("utf-8", "replace")
+    return text[:-1].split("\n") if text.endswith("\n") else (text.split("\n") if text else [])
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a .jsonl file; a torn last line (crash mid-append) is ignored."""
     records = []
-    for line in path.read_bytes().decode("utf-8", "replace").splitlines():
+    for line in jsonl_lines(path):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
@@ -246,9 +253,8 @@ class Run:
         lacks or holds unreadably (the checkpoint covers them; they cannot be recomputed from
         it), so that no row goes missing unnoticed."""
         path = self.dir / "metrics.jsonl"
-        lines = path.read_bytes().decode("utf-8", "replace").splitlines() if path.is_file() else []
         unreadable = []
-        for number, line in enumerate(lines, start=1):
+        for number, line in enumerate(jsonl_lines(path), start=1):
             try:
                 ok = isinstance(json.loads(line), dict)
             except json.JSONDecodeError:
