@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -27,6 +28,7 @@ from jaxdl.config import parse_config
 from jaxdl.devices import processes
 from jaxdl.devices.processes import PEER_FAILED
 from jaxdl.errors import JaxdlError
+from jaxdl.runs.run import number_ranges
 
 GRACE_SECONDS = 10.0  # the launcher's wait for the others to exit by themselves
 
@@ -118,16 +120,20 @@ def main_launch(argv: list[str]) -> int:
             and not 0 <= args.process_id < args.num_processes:
         raise JaxdlError(f"launch: --process-id {args.process_id}: must be in 0..{args.num_processes - 1}")
     if args.coordinator:
-        check_coordinator(args.coordinator, args.process_id, args.init_timeout)
+        check_coordinator(args.coordinator, args.process_id, args.init_timeout, args.num_processes)
     processes.initialize(coordinator=args.coordinator, num_processes=args.num_processes, process_id=args.process_id,
                          local_devices=local, heartbeat_timeout=args.heartbeat_timeout, init_timeout=args.init_timeout)
     return _run_as_process(command)
 
 
-def check_coordinator(address: str, process_id: int | None, timeout: float) -> None:
-    """Before JAX's runtime joins the job (it aborts the process when it cannot): process 0
-    must be able to listen on the coordinator's port; every other process must reach it
-    within `timeout` seconds. One-line JaxdlError otherwise."""
+def check_coordinator(address: str, process_id: int | None, timeout: float, num_processes: int | None = None) -> None:
+    """Before JAX's runtime joins the job (it aborts the process when it cannot), meet the
+    other processes on the coordinator's port: process 0 listens there and waits up to
+    `timeout` seconds for the other `num_processes - 1` to say hello (their process id and
+    their idea of the job's size); every other process must reach it within `timeout`
+    seconds and be accepted. A taken port, an unreachable coordinator, a process that never
+    comes, a duplicate id or a disagreeing --num-processes: one-line JaxdlError on every
+    process concerned, nothing aborted. Without `num_processes` only reachability is checked."""
     host, _, port_text = address.rpartition(":")
     try:
         port = int(port_text)
@@ -136,21 +142,85 @@ def check_coordinator(address: str, process_id: int | None, timeout: float) -> N
     host = host.strip("[]") or "127.0.0.1"
     if process_id == 0:
         try:
-            with socket.create_server(("", port)):
-                return
+            server = socket.create_server(("", port))
         except OSError as e:
             raise JaxdlError(f"launch: process 0 cannot listen on port {port} ({os.strerror(e.errno)}); is another job "
                              f"using it? choose another --coordinator port") from None
+        with server:
+            if num_processes is not None:
+                _welcome(server, num_processes, timeout)
+        return
     deadline = time.monotonic() + timeout
     while True:
         try:
-            with socket.create_connection((host, port), timeout=min(2.0, timeout)):
-                return
+            peer = socket.create_connection((host, port), timeout=min(2.0, timeout))
+            break
         except OSError as e:
             if time.monotonic() > deadline:
                 raise JaxdlError(f"launch: could not reach the coordinator {address} within {timeout:g} s "
                                  f"({os.strerror(e.errno) if e.errno else e}); start process 0 first, or check HOST:PORT") from None
             time.sleep(0.5)
+    with peer:
+        if num_processes is None:
+            return
+        peer.settimeout(timeout + 5.0)  # process 0 answers once every process has come, or gives up
+        try:
+            peer.sendall((json.dumps({"process_id": process_id, "num_processes": num_processes}) + "\n").encode())
+            answer = peer.makefile("r", encoding="utf-8").readline().strip()
+        except OSError as e:
+            answer = f"error: no answer from process 0 ({os.strerror(e.errno) if e.errno else e})"
+        if answer != "ok":
+            reason = answer.removeprefix("error: ") if answer else "process 0 closed the connection"
+            raise JaxdlError(f"launch: process {process_id} was not admitted to the job at {address}: {reason}")
+
+
+def _welcome(server: socket.socket, num_processes: int, timeout: float) -> None:
+    """Process 0's side of `check_coordinator`: admit processes 1..num_processes-1, then let
+    each close first (so the port is free again for JAX's coordinator)."""
+    deadline = time.monotonic() + timeout
+    joined: dict[int, socket.socket] = {}
+
+    def refuse_all(reason: str, extra: socket.socket | None = None) -> JaxdlError:
+        for conn in [*joined.values(), *([extra] if extra else [])]:
+            try:
+                conn.sendall(f"error: {reason}\n".encode())
+            except OSError:
+                pass
+            conn.close()
+        return JaxdlError(f"launch: {reason}")
+
+    while len(joined) < num_processes - 1:
+        server.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            conn, _ = server.accept()
+            conn.settimeout(max(1.0, deadline - time.monotonic()))
+            hello = json.loads(conn.makefile("r", encoding="utf-8").readline() or "null")
+            pid, size = hello["process_id"], hello["num_processes"]
+            if not isinstance(pid, int) or not isinstance(size, int):
+                raise TypeError
+        except (socket.timeout, TimeoutError):
+            missing = sorted(set(range(1, num_processes)) - set(joined))
+            raise refuse_all(f"process 0 waited {timeout:g} s for process(es) {number_ranges(missing)} of {num_processes} "
+                             f"to join; start them with the same --coordinator, or raise --init-timeout") from None
+        except (OSError, ValueError, TypeError, KeyError):
+            conn.close()  # not one of ours (a port scan, a health check): ignore it
+            continue
+        if size != num_processes:
+            raise refuse_all(f"process {pid} was started with --num-processes {size}, process 0 with {num_processes}; "
+                             "give every process the same --num-processes", conn)
+        if not 1 <= pid < num_processes or pid in joined:
+            raise refuse_all(f"process id {pid} {'is taken twice' if pid in joined else 'is out of range'} in a job "
+                             f"of {num_processes}; give each process its own --process-id in 0..{num_processes - 1}", conn)
+        joined[pid] = conn
+    for conn in joined.values():
+        conn.sendall(b"ok\n")
+    for conn in joined.values():  # wait for the peer to close first: its side keeps the TIME_WAIT
+        try:
+            conn.settimeout(5.0)
+            conn.recv(1)
+        except OSError:
+            pass
+        conn.close()
 
 
 def _check_command(command: list[str]) -> None:

@@ -227,6 +227,59 @@ def test_an_unreachable_coordinator_or_a_taken_port_is_one_line(cli):
                   "exp", "mlp", "--max-epochs", "1")
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1
     assert f"process 0 cannot listen on port {port} (Address already in use)" in out.stderr
+    # process 0 alone: its peer never starts; JAX would abort the process after its timeout
+    out = cli("launch", "--coordinator", f"127.0.0.1:{port}", "--num-processes", "3", "--process-id", "0",
+              "--init-timeout", "2", "exp", "mlp", "--max-epochs", "1")
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "error: launch: process 0 waited 2 s for process(es) 1-2 of 3 to join; start them with the same "
+        "--coordinator, or raise --init-timeout"]
+
+
+@pytest.mark.parametrize("peers,refusal", [
+    ([(1, 3)], "process 1 was started with --num-processes 3, process 0 with 2"),
+    ([(1, 3), (2, 3)], "process 1 was started with --num-processes 3, process 0 with 3"),
+    ([(1, 3), (1, 3)], "process id 1 is taken twice in a job of 3"),
+    ([(5, 3)], "process id 5 is out of range in a job of 3"),
+])
+def test_processes_that_disagree_about_the_job_are_refused_on_both_sides(peers, refusal):
+    """The handshake before JAX's runtime: every process named in the refusal gets the same
+    one line; a job whose processes agree is admitted."""
+    import socket as sockets
+    import threading
+
+    from jaxdl.launch import check_coordinator
+
+    size = 2 if refusal.endswith("process 0 with 2") else 3
+    with sockets.create_server(("", 0)) as probe:
+        port = probe.getsockname()[1]
+    outcome = {}
+
+    def coordinator():
+        try:
+            check_coordinator(f"127.0.0.1:{port}", 0, 10, size)
+            outcome[0] = "ok"
+        except JaxdlError as e:
+            outcome[0] = str(e)
+
+    threads = [threading.Thread(target=coordinator)]
+
+    def peer(i, pid, n):
+        try:
+            check_coordinator(f"127.0.0.1:{port}", pid, 10, n)
+            outcome[f"peer{i}"] = "ok"
+        except JaxdlError as e:
+            outcome[f"peer{i}"] = str(e)
+
+    threads += [threading.Thread(target=peer, args=(i, pid, n)) for i, (pid, n) in enumerate(peers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    if refusal.endswith("with 3"):  # all agree: admitted
+        assert set(outcome.values()) == {"ok"}, outcome
+        return
+    assert refusal in outcome[0], outcome
+    assert any(refusal in v and "was not admitted" in v for k, v in outcome.items() if k != 0), outcome
 
 
 def test_a_full_disk_is_one_line_and_the_run_resumes(tmp_path, monkeypatch, capsys):

@@ -263,9 +263,9 @@ class Run:
                 unreadable.append(number)
         missing = sorted(set(range(1, upto + 1)) - self.logged_epochs())
         if missing or unreadable:
-            what = (f"lacks epoch(s) {_ranges(missing)}" if missing else "") + \
+            what = (f"lacks epoch(s) {number_ranges(missing)}" if missing else "") + \
                    (" and " if missing and unreadable else "") + \
-                   (f"has unreadable line(s) {_ranges(unreadable)}" if unreadable else "")
+                   (f"has unreadable line(s) {number_ranges(unreadable)}" if unreadable else "")
             print(f"warning: {path} {what}; the checkpoint of epoch {upto} covers them, so the run goes on, but "
                   f"those rows are lost (start afresh with --out to have every row)", file=sys.stderr)
 
@@ -340,7 +340,7 @@ def _choose_folder(experiment: str, config: dict, *, out: str, resume: str) -> t
     return run_dir, old_config
 
 
-def _ranges(numbers: list[int]) -> str:
+def number_ranges(numbers: list[int]) -> str:
     """[1, 2, 3, 7] -> '1-3, 7'."""
     out, start = [], None
     for i, n in enumerate(numbers):
