@@ -218,8 +218,8 @@ def setting_task(cfg: Config, setting: str, kg, split: fed_data.FederatedSplit) 
     loss_fn = make_loss_fn(model, num_entities=kg.num_entities, num_negatives=cfg.neg, loss=cfg.loss,
                            temperature=cfg.adversarial_temperature, margin=cfg.margin, corrupt_mode=cfg.corrupt,
                            regularizer=cfg.regularizer, regularizer_weight=cfg.regularizer_weight)
-    state = jax.device_get(fed.init_fed_state(jax.random.fold_in(jax.random.key(cfg.seed), 0), model, stack,
-                                              optimizer))
+    def make_state():  # made by the harness once its size is known to fit
+        return fed.init_fed_state(jax.random.fold_in(jax.random.key(cfg.seed), 0), model, stack, optimizer)
     own = cfg.negatives_from == "own" and setting == "isolation"  # a client alone knows only its entities
     data = fed.client_arrays(stack, cfg.batch_size, batch_extras=fed.negative_extras(
         stack, filtered=cfg.filter_negatives, pool="held" if own else "all"))
@@ -251,7 +251,7 @@ def setting_task(cfg: Config, setting: str, kg, split: fed_data.FederatedSplit) 
                                floats_up=[r["train_floats_up"] for r in run.metrics() if "train_floats_up" in r]
                                if aggregate else None)
 
-    return harness.Task(state=state, epoch=rounds, evaluate=evaluate,
+    return harness.Task(state=make_state, epoch=rounds, evaluate=evaluate,
                         eval_every=cfg.eval_every, monitor=("valid_mrr", "max"), patience=cfg.patience,
                         params_of=params_of, report=report, plot=plot_round_curves,
                         title=f"{setting} ({graph_name(kg)}, {len(split.clients)} clients; "

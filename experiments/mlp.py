@@ -51,8 +51,8 @@ class Config(ClassifierOptions, TrainConfig):
 
 
 def build(cfg: Config, data) -> harness.Task:
-    params = mlp_init(jax.random.key(cfg.seed), data.num_features, cfg.hidden_sizes(), data.num_classes,
-                      weight_init=cfg.weight_init, sigma=cfg.sigma)
+    make_params = partial(mlp_init, jax.random.key(cfg.seed), data.num_features, cfg.hidden_sizes(), data.num_classes,
+                          weight_init=cfg.weight_init, sigma=cfg.sigma)
     optimizer = make_optimizer(cfg.optimizer, cfg.lr)
 
     def report(run, result: harness.Result) -> dict:
@@ -60,7 +60,8 @@ def build(cfg: Config, data) -> harness.Task:
                 **final_accuracy(mlp_apply, result.params, data)}
 
     return harness.Task(
-        state=init_state(params, optimizer), loss_fn=classification_loss(mlp_apply, cfg.loss), optimizer=optimizer,
+        state=lambda: init_state(make_params(), optimizer),
+        loss_fn=classification_loss(mlp_apply, cfg.loss), optimizer=optimizer,
         epoch=harness.Batches({"X": data.X_train, "y": data.y_train},
                               partial(shuffled_indices, batch_size=cfg.batch_size), take_rows, cfg.batch_size),
         evaluate=make_evaluator(mlp_apply, {"test": (data.X_test, data.y_test)}), report=report,

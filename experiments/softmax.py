@@ -34,7 +34,7 @@ class Config(ClassifierOptions, TrainConfig):
 
 
 def build(cfg: Config, data) -> harness.Task:
-    params = softmax_init(jax.random.key(cfg.seed), data.num_features, data.num_classes,
+    make_params = partial(softmax_init, jax.random.key(cfg.seed), data.num_features, data.num_classes,
                           weight_init=cfg.weight_init, sigma=cfg.sigma)
     optimizer = make_optimizer(cfg.optimizer, cfg.lr)
 
@@ -42,7 +42,8 @@ def build(cfg: Config, data) -> harness.Task:
         return {"dataset": cfg.dataset, "loss": cfg.loss, **final_accuracy(softmax_apply, result.params, data)}
 
     return harness.Task(
-        state=init_state(params, optimizer), loss_fn=classification_loss(softmax_apply, cfg.loss), optimizer=optimizer,
+        state=lambda: init_state(make_params(), optimizer),
+        loss_fn=classification_loss(softmax_apply, cfg.loss), optimizer=optimizer,
         epoch=harness.Batches({"X": data.X_train, "y": data.y_train},
                               partial(shuffled_indices, batch_size=cfg.batch_size), take_rows, cfg.batch_size),
         evaluate=make_evaluator(softmax_apply, {"test": (data.X_test, data.y_test)}), report=report,

@@ -337,6 +337,31 @@ def test_settings_that_cannot_fit_are_refused_before_training(tmp_path, monkeypa
     assert "--batch-size" in err[0] and not out.exists()
 
 
+@pytest.mark.parametrize("experiment,flags", [("mlp", ["--hidden", "1000000"]), ("fede", ["--dim", "100000"]),
+                                              ("word2vec", ["--dim", "100000"]), ("softmax", ["--dataset", "digits"])])
+def test_a_state_too_large_is_refused_from_its_shapes_before_it_is_made(tmp_path, monkeypatch, capsys, experiment,
+                                                                     flags):
+    """`jax.eval_shape` sizes the model and optimizer state; nothing of it is allocated."""
+    monkeypatch.setenv("JAXDL_MEMORY_LIMIT", "5000" if experiment == "softmax" else "1e8")
+    out = tmp_path / "r"
+    assert cli_main(["exp", experiment, *flags, "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: the model and optimizer state needs about "), err
+    assert "that JAXDL_MEMORY_LIMIT allows" in err[0] and not out.exists()
+
+
+@pytest.mark.parametrize("parallel", ["pmap", "shard_map"])
+def test_an_epoch_too_large_for_several_devices_is_refused_before_training(cli, tmp_path, parallel):
+    """Four CPU devices share the host: each one's part of the compiled epoch, four times,
+    against the limit."""
+    out = tmp_path / "r"
+    proc = cli("exp", "mlp", "--hidden", "16", "--devices", ":4", "--parallel", parallel, "--out", str(out),
+               env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAXDL_MEMORY_LIMIT": "400000"})
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr
+    assert "one epoch needs about " in err[0] and " on each of 4 devices (" in err[0] and not out.exists(), err
+
+
 @pytest.mark.parametrize("damage,named", [("delete", "lacks epoch(s) 1-3"), ("garbage", "has unreadable line(s) 2"),
                                           ("random", "lacks epoch(s) 1-3 and has unreadable line(s) 1")])
 def test_damaged_metrics_rows_are_named_never_silently_dropped(tmp_path, capsys, damage, named):

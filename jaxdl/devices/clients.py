@@ -66,7 +66,8 @@ def client_parallel(round_fn: Callable, state: FedState, data: ClientArrays, *, 
         data_on_devices = jax.device_put(_pad_clients(data, padded), by_client)
         shardings = FedState(jax.tree.map(lambda _: by_client, state.clients), replicated, replicated)
     jitted = jax.jit(round_fn, out_shardings=(shardings, None), donate_argnums=0)
-    if len(devices) == 1:  # compiled now, and refused now if a round cannot fit
-        jitted = compile_checked(jitted, (abstract(state, shardings.server_entity), data_on_devices,
-                                          jax.random.key(0)), devices[0], what="one round")
+    # compiled now, and refused now if a round cannot fit on the devices
+    example = state if len(devices) == 1 else state._replace(clients=_pad_clients(state.clients, padded))
+    jitted = compile_checked(jitted, (abstract(example, shardings), data_on_devices, jax.random.key(0)), devices,
+                             what="one round")
     return Placed(lambda s, key: jitted(s, data_on_devices, key), place, to_host, layout)

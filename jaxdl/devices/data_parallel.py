@@ -167,8 +167,9 @@ def data_parallel(train_step, make_batches, data, *, layout: Layout, batch_size:
       batch_size: the configured global batch, named in the error when it does not divide.
       load_batch: optional `load_batch(data, spec_b) -> batch`, run inside each step on the
         device's own columns of the spec (so a device gathers only its own rows).
-      example_state: a host train state of the shapes the epoch will get; on one device the
-        epoch is then compiled at once and refused if it cannot fit (devices/memory.py).
+      example_state: a host train state of the shapes the epoch will get; the epoch is then
+        compiled at once and refused if it cannot fit on the devices (devices/memory.py; in a
+        job of several processes, only under `shard_map`).
     """
     if layout.mode == "single":  # any batch layout: the plain jitted scan over the leading axis
         return _single(train_step, make_batches, data, layout, load_batch, example_state)
@@ -177,9 +178,10 @@ def data_parallel(train_step, make_batches, data, *, layout: Layout, batch_size:
         raise JaxdlError(f"make_batches draws batches of {global_batch}, the config says {batch_size}")
     check_divisible(global_batch, len(layout.devices))
     if layout.mode == "pmap":
-        placed = _pmap(train_step, make_batches, data, layout, global_batch // len(layout.devices), load_batch)
+        placed = _pmap(train_step, make_batches, data, layout, global_batch // len(layout.devices), load_batch,
+                       example_state)
     else:
-        placed = _shard_map(train_step, make_batches, data, layout, load_batch)
+        placed = _shard_map(train_step, make_batches, data, layout, load_batch, example_state)
     if processes.count() > 1:
         placed.epoch_fn = _checking_replicas(placed)
     return placed
@@ -228,7 +230,7 @@ def _device_steps(train_step, state, data, my_batches, k_steps, load_batch):
     return scan_steps(device_step, state, my_batches, k_steps)
 
 
-def _pmap(train_step, make_batches, data, layout, per_device_batch, load_batch) -> Placed:
+def _pmap(train_step, make_batches, data, layout, per_device_batch, load_batch, example_state=None) -> Placed:
     devices = list(layout.devices)
     local = [d for d in devices if d.process_index == processes.index()]
     mesh = Mesh(np.asarray(local), (AXIS,))  # the layout pmap itself gives its arguments
@@ -243,6 +245,10 @@ def _pmap(train_step, make_batches, data, layout, per_device_batch, load_batch) 
 
     pmapped = jax.pmap(device_epoch, axis_name=AXIS, in_axes=(0, None, None), devices=devices, donate_argnums=0)
     data_on_devices = jax.device_put(jax.device_get(data), replicated)
+    if example_state is not None and processes.count() == 1:  # compiled now, and refused now if it cannot fit
+        stacked_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct((len(local), *np.shape(x)), np.asarray(x).dtype),
+                                     example_state)
+        pmapped = compile_checked(pmapped, (stacked_state, data_on_devices, _key_data(jax.random.key(0))), local)
 
     def epoch_fn(state, key):
         state, metrics_NxS = pmapped(state, data_on_devices, _key_data(key))
@@ -258,7 +264,7 @@ def _pmap(train_step, make_batches, data, layout, per_device_batch, load_batch) 
     return Placed(epoch_fn, place, to_host, layout)
 
 
-def _shard_map(train_step, make_batches, data, layout, load_batch) -> Placed:
+def _shard_map(train_step, make_batches, data, layout, load_batch, example_state=None) -> Placed:
     # shard_map types every value as replicated or varying over the axis. The params are
     # replicated, the batch varies; differentiating the device-averaged (replicated) loss
     # with respect to the params, autodiff's transpose of the implicit broadcast sums the
@@ -281,6 +287,9 @@ def _shard_map(train_step, make_batches, data, layout, load_batch) -> Placed:
 
     jitted = jax.jit(run_epoch, in_shardings=replicated, out_shardings=replicated, donate_argnums=0)
     data_on_devices = global_put(data, replicated)
+    if example_state is not None:  # compiled now, and refused now if it cannot fit
+        jitted = compile_checked(jitted, (abstract(example_state, replicated), data_on_devices,
+                                          abstract(_key_data(jax.random.key(0)), replicated)), layout.devices)
 
     def place(state):
         return global_put(state, replicated)

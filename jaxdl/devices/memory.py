@@ -4,6 +4,8 @@ in one line instead of failing (or taking the machine down) minutes later.
 """
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
 import psutil
@@ -15,14 +17,24 @@ SETTINGS_HINT = "--batch-size, --hidden, --dim, --neg, --window, --local-epochs"
 
 def device_limit(device) -> tuple[int, str]:
     """Bytes the device can give a program, and what that is: an accelerator's memory limit,
-    or for the CPU the host memory available now."""
-    try:
-        stats = device.memory_stats() or {}
-    except Exception:  # not every backend reports memory
-        stats = {}
+    or for the CPU the host memory available now; at most `$JAXDL_MEMORY_LIMIT` bytes when
+    that is set (a share of a machine others use too)."""
+    stats = _stats(device)
     if "bytes_limit" in stats:
-        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)), f"free on {device.device_kind}"
-    return int(psutil.virtual_memory().available), "of host memory available"
+        limit, where = int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)), f"free on {device.device_kind}"
+    else:
+        limit, where = int(psutil.virtual_memory().available), "of host memory available"
+    text = os.environ.get("JAXDL_MEMORY_LIMIT", "").strip()
+    if text:
+        try:
+            cap = int(float(text))
+        except ValueError:
+            raise JaxdlError(f"JAXDL_MEMORY_LIMIT={text!r}: expected a number of bytes") from None
+        if cap < 1:
+            raise JaxdlError(f"JAXDL_MEMORY_LIMIT={text!r}: must be a positive number of bytes")
+        if cap < limit:
+            limit, where = cap, "that JAXDL_MEMORY_LIMIT allows"
+    return limit, where
 
 
 def size(n: int) -> str:
@@ -34,14 +46,19 @@ def size(n: int) -> str:
 
 
 def abstract(tree, sharding):
-    """Shapes and dtypes of a host pytree, laid out by `sharding` (what `lower` needs)."""
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=sharding), tree)
+    """Shapes and dtypes of a host pytree, laid out by `sharding` (one for every leaf, or a
+    pytree of shardings matching `tree`): what `lower` needs."""
+    if isinstance(sharding, jax.sharding.Sharding):
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=sharding), tree)
+    return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(np.shape(x), np.asarray(x).dtype, sharding=s), tree, sharding)
 
 
-def compile_checked(jitted, args: tuple, device, *, what: str = "one epoch"):
+def compile_checked(jitted, args: tuple, devices, *, what: str = "one epoch"):
     """`jitted` compiled for `args` (arrays or ShapeDtypeStructs), after checking that its
-    arguments, outputs and temporaries fit on `device`; JaxdlError naming the estimate, the
-    limit and the flags that shrink it otherwise."""
+    arguments, outputs and temporaries fit on each of `devices` (one device or a list; for a
+    program split over several, XLA's figures are per device, and CPU devices share the
+    host's memory); JaxdlError naming the estimate, the limit and the flags that shrink it
+    otherwise."""
     if jax.config.jax_disable_jit:  # op by op (--debug-nans): nothing to compile ahead
         return jitted
     compiled = jitted.lower(*args).compile()
@@ -49,8 +66,52 @@ def compile_checked(jitted, args: tuple, device, *, what: str = "one epoch"):
     if stats is not None:
         need = (stats.argument_size_in_bytes + stats.output_size_in_bytes + stats.temp_size_in_bytes
                 - stats.alias_size_in_bytes)
+        check_fits(need, devices, what=what)
+    return compiled
+
+
+def check_fits(need: int, devices, *, what: str) -> None:
+    """Refuse, in one line, a program needing `need` bytes on each of `devices` that they cannot
+    hold. Devices drawing on host memory (CPU) are checked together against the host."""
+    devices = list(devices) if isinstance(devices, (list, tuple)) else [devices]
+    devices = [d for d in devices if d.process_index == jax.process_index()] or devices[:1]
+    on_host = [d for d in devices if "bytes_limit" not in _stats(d)]
+    if on_host:
+        total = need * len(on_host)
+        limit, where = device_limit(on_host[0])
+        if total > limit:
+            each = f" on each of {len(on_host)} devices ({size(total)} in all)" if len(on_host) > 1 else f" on {on_host[0]}"
+            raise JaxdlError(f"{what} needs about {size(need)}{each}, more than the {size(limit)} {where}; "
+                             f"choose smaller settings ({SETTINGS_HINT})")
+    for device in devices:
+        if device in on_host:
+            continue
         limit, where = device_limit(device)
         if need > limit:
             raise JaxdlError(f"{what} needs about {size(need)} on {device}, more than the {size(limit)} {where}; "
                              f"choose smaller settings ({SETTINGS_HINT})")
-    return compiled
+
+
+def _stats(device) -> dict:
+    try:
+        return device.memory_stats() or {}
+    except Exception:  # not every backend reports memory
+        return {}
+
+
+def tree_bytes(tree) -> int:
+    """Bytes of a pytree of arrays or ShapeDtypeStructs."""
+    return int(sum(np.prod(np.shape(x), dtype=np.int64) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)))
+
+
+def make_checked(make_state, *, copies: int = 3, what: str = "the model and optimizer state"):
+    """`make_state()` as host arrays, after checking from its shapes alone (`jax.eval_shape`: nothing is
+    allocated) that `copies` of it fit in the host memory available now: the host copy, the
+    copy on the device and its update. One-line JaxdlError otherwise."""
+    nbytes = tree_bytes(jax.eval_shape(make_state))
+    limit, where = device_limit(jax.devices("cpu")[0])
+    if nbytes * copies > limit:
+        raise JaxdlError(f"{what} needs about {size(nbytes)} ({copies} copies in training: {size(nbytes * copies)}), "
+                         f"more than the {size(limit)} {where}; choose smaller settings ({SETTINGS_HINT})")
+    return jax.device_get(make_state())
+

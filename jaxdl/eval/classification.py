@@ -5,12 +5,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdl.eval.budget import fitting_rows
 from jaxdl.losses.dense import accuracy, cross_entropy
 
 
 def make_evaluator(apply_fn, splits: dict[str, tuple[np.ndarray, np.ndarray]], *, chunk: int = 8192):
     """evaluate(params) -> {'<split>_loss', '<split>_accuracy'} over whole splits (jitted, in
-    chunks of `chunk` rows)."""
+    blocks of at most `chunk` rows, fewer when a block's activations would take more than
+    half the device's memory)."""
 
     @jax.jit
     def scores(params, X, y):
@@ -18,13 +20,25 @@ def make_evaluator(apply_fn, splits: dict[str, tuple[np.ndarray, np.ndarray]], *
         return cross_entropy(logits=logits, labels=y).sum(), accuracy(logits=logits, labels=y).sum()
 
     device_splits = {name: (jnp.asarray(X), jnp.asarray(y)) for name, (X, y) in splits.items()}
+    sized = {}  # the block size and its compiled program, found at the first evaluation
+
+    def block_args(params, X, y):
+        def make(rows):
+            return (jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), params),
+                    jax.ShapeDtypeStruct((rows, *X.shape[1:]), X.dtype), jax.ShapeDtypeStruct((rows,), y.dtype))
+        return make
 
     def evaluate(params) -> dict:
         out = {}
         for name, (X, y) in device_splits.items():
+            if name not in sized:
+                sized[name] = fitting_rows(scores, block_args(params, X, y), min(chunk, len(y)),
+                                           what="evaluating the classifier")
+            rows, compiled = sized[name]
             total_loss, total_acc = 0.0, 0.0
-            for i in range(0, len(y), chunk):
-                loss, acc = scores(params, X[i:i + chunk], y[i:i + chunk])
+            for i in range(0, len(y), rows):
+                block = compiled if i + rows <= len(y) else scores  # the last, shorter block: compiled on its own
+                loss, acc = block(params, X[i:i + rows], y[i:i + rows])
                 total_loss, total_acc = total_loss + float(loss), total_acc + float(acc)
             out[f"{name}_loss"] = total_loss / len(y)
             out[f"{name}_accuracy"] = total_acc / len(y)

@@ -44,7 +44,10 @@ def open_run(experiment: str, cfg, layout: devices.Layout, *, out: str = "", res
 
 
 def place(task: Task, layout: devices.Layout) -> devices.Placed:
-    """The task's epoch on the devices: a data-parallel step over batches, or a round over clients."""
+    """The task's epoch on the devices: a data-parallel step over batches, or a round over clients.
+    A state given as a function is made here, once its size is known to fit."""
+    if callable(task.state):
+        task.state = devices.make_checked(task.state)
     if isinstance(task.epoch, Rounds):
         rounds = task.epoch
         one = len(layout.devices) == 1 and rounds.one_device_round_fn is not None

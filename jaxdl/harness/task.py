@@ -66,7 +66,9 @@ class Result:
 class Task:
     """What to train.
 
-    state: the initial train state (host; `init_state(params, optimizer)`, or FedE's).
+    state: the initial train state (host; `init_state(params, optimizer)`, or FedE's), or a
+        function of no arguments that makes it: the harness then checks, from its shapes
+        alone, that it fits in memory before making it.
     epoch: `Batches` or `Rounds`.
     loss_fn, optimizer: the step `make_train_step(loss_fn, optimizer)` (Batches); or
     train_step: a step the experiment built itself (it runs on one device).
