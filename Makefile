@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)$(GPU)
 NAME   ?= softmax
 ARGS   ?=
 
-.PHONY: exp test verify bench soak docs ps devices install peers clean
+.PHONY: exp test verify bench soak hostile docs ps devices install peers clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ docs: $(STAMP)
 
 soak: $(STAMP)
 	$(PY) -m benchmarks.soak $(ARGS)
+
+hostile: $(STAMP)
+	$(PY) -m benchmarks.hostile $(ARGS)
 
 ps: $(STAMP)
 	$(PY) -m jaxdl ps $(ARGS)

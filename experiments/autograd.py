@@ -46,7 +46,7 @@ SMOKE_ARGS = ["--trials", "2"]
 class Config:
     """A printed, asserted walk through autodiff (D2L 2.5)."""
 
-    seed: int = field(default=0, metadata=doc("seed of the random points", ge=0))
+    seed: int = field(default=0, metadata=doc("seed of the random points, 0..2^32-1", ge=0, le=2**32 - 1))
     trials: int = field(default=8, metadata=doc("random points a for part 1, alternating in sign", gt=0, le=1000))
     out: str = field(default="", metadata=doc("run folder (default runs/autograd/<timestamp>)"))
 

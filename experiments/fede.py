@@ -146,7 +146,8 @@ class Config(KGEOptions, TrainConfig):
                                                  ge=1))
     fraction: float = field(default=1.0, metadata=doc("fraction of clients per FedE round (FedE reference: 1)",
                                                       gt=0, le=1))
-    local_epochs: int = field(default=3, metadata=doc("local epochs per round (FedE reference: 3)", gt=0))
+    local_epochs: int = field(default=3, metadata=doc("local epochs per round (FedE reference: 3), at most 1000", gt=0,
+                                                          le=1000))
     split: str = field(default="", metadata=doc(
         "reuse a saved split.npz, or read the FedE reference code's pickle (.pkl; it carries its own graph) "
         "(default: split afresh, saved in the run)"))
@@ -220,6 +221,10 @@ def setting_task(cfg: Config, setting: str, kg, split: fed_data.FederatedSplit) 
                            regularizer=cfg.regularizer, regularizer_weight=cfg.regularizer_weight)
     def make_state():  # made by the harness once its size is known to fit
         return fed.init_fed_state(jax.random.fold_in(jax.random.key(cfg.seed), 0), model, stack, optimizer)
+
+    largest = int(np.max(stack.num_train_C))
+    if cfg.batch_size > largest:
+        raise JaxdlError(f"--batch-size {cfg.batch_size}: larger than the largest client's {largest} training triples")
     own = cfg.negatives_from == "own" and setting == "isolation"  # a client alone knows only its entities
     data = fed.client_arrays(stack, cfg.batch_size, batch_extras=fed.negative_extras(
         stack, filtered=cfg.filter_negatives, pool="held" if own else "all"))

@@ -78,13 +78,16 @@ class Config(TrainConfig):
     background: int = field(default=50, metadata=doc("training rows averaged over as the baseline (as shap's "
                                                      "independent masker)", gt=0))
     shapley_samples: int = field(default=1000, metadata=doc("antithetic permutation pairs per explained row "
-                                                            "(rounded up to a multiple of --background)", gt=0))
-    ig_steps: int = field(default=64, metadata=doc("integrated-gradients steps (trapezoid rule)", gt=0))
+                                                            "(rounded up to a multiple of --background), at most 10^6",
+                                                            gt=0, le=1_000_000))
+    ig_steps: int = field(default=64, metadata=doc("integrated-gradients steps (trapezoid rule), at most 10^5", gt=0,
+                                                       le=100_000))
     top: int = field(default=10, metadata=doc("features listed per method", gt=0))
     digits_hidden: str = field(default="64", metadata=doc("hidden layer sizes of the digits MLP"))
-    digits_epochs: int = field(default=30, metadata=doc("digits training epochs", gt=0))
+    digits_epochs: int = field(default=30, metadata=doc("digits training epochs, at most 10^5", gt=0, le=100_000))
     digits_per_class: int = field(default=20, metadata=doc("test images per class averaged in a heat map", gt=0))
-    digits_samples: int = field(default=200, metadata=doc("permutation pairs per digit image (Shapley)", gt=0))
+    digits_samples: int = field(default=200, metadata=doc("permutation pairs per digit image (Shapley), at most 10^6",
+                                                            gt=0, le=1_000_000))
 
     def validate(self) -> None:
         _sizes(self.hidden, "--hidden")

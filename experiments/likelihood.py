@@ -43,7 +43,7 @@ SMOKE_ARGS = ["--max-epochs", "300"]
 class Config(TrainConfig):
     """Density vs likelihood, and the Gaussian MLE as least squares, every claim asserted."""
 
-    num_examples: int = field(default=200, metadata=doc("observed (x, y) pairs", gt=1))
+    num_examples: int = field(default=200, metadata=doc("observed (x, y) pairs, at most 10^7", gt=1, le=10_000_000))
     true_w: float = field(default=2.0, metadata=doc("slope of the data"))
     true_b: float = field(default=-1.0, metadata=doc("intercept of the data"))
     noise: float = field(default=0.5, metadata=doc("noise sigma of the data", gt=0))

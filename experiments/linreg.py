@@ -32,7 +32,8 @@ SMOKE_ARGS = ["--max-epochs", "2"]
 class Config(TrainConfig):
     """Linear regression on synthetic data (D2L 3.4)."""
 
-    num_examples: int = field(default=1000, metadata=doc("synthetic examples (the book: 1000)", gt=0))
+    num_examples: int = field(default=1000, metadata=doc("synthetic examples (the book: 1000), at most 10^7", gt=0,
+                                                        le=10_000_000))
     noise: float = field(default=0.01, metadata=doc("label noise sigma (the book: 0.01)", ge=0))
     sigma: float = field(default=0.01, metadata=doc("weight init scale (the book: 0.01)", ge=0))
 

@@ -78,12 +78,14 @@ class Config(DataOptions, TrainConfig):
         "'synthetic' (embedded planted clusters), 'ptb' (the book's archive from --data-dir or the cache; "
         "downloaded with its SHA-1 when missing), or a path to a text file or zip"))
     corpus_member: str = field(default="", metadata=doc("member of a zip corpus (default ptb/ptb.train.txt)"))
-    synthetic_sentences: int = field(default=6000, metadata=doc("sentences in the synthetic corpus", gt=0))
+    synthetic_sentences: int = field(default=6000, metadata=doc("sentences in the synthetic corpus, at most 10^7", gt=0,
+                                                                   le=10_000_000))
     model: Literal["skipgram", "cbow"] = field(default="skipgram", metadata=doc("architecture"))
-    dim: int = field(default=100, metadata=doc("vector size (the book: 100)", gt=0))
-    window: int = field(default=5, metadata=doc("largest window radius; each centre draws 1..window (the book: 5)",
-                                                 gt=0))
-    neg: int = field(default=5, metadata=doc("negatives per positive, K (the book: 5)", gt=0))
+    dim: int = field(default=100, metadata=doc("vector size (the book: 100), at most 2^20", gt=0, le=1 << 20))
+    window: int = field(default=5, metadata=doc("largest window radius; each centre draws 1..window (the book: 5), "
+                                                "at most 1000", gt=0, le=1000))
+    neg: int = field(default=5, metadata=doc("negatives per positive, K (the book: 5), at most 65536", gt=0,
+                                             le=65536))
     noise_power: float = field(default=0.75, metadata=doc("noise distribution ~ count^power (word2vec: 0.75)", ge=0))
     min_count: int = field(default=10, metadata=doc("drop words seen fewer times (the book: 10)", gt=0))
     sample: float = field(default=1e-4, metadata=doc("subsampling threshold t; 0 keeps every word (the book: 1e-4)",
@@ -168,6 +170,9 @@ def build(cfg: Config, sentences) -> Word2Vec:
                          "lower --min-count or use a larger corpus")
     keep = text.keep_probabilities(vocab.counts, cfg.sample, formula=cfg.subsample)
     capacity = text.kept_capacity(corpus, keep)
+    if cfg.batch_size > len(corpus.tokens):
+        raise JaxdlError(f"--batch-size {cfg.batch_size}: larger than the corpus's {len(corpus.tokens)} "
+                         "in-vocabulary words")
     noise = jnp.asarray(text.packed_alias_table(text.noise_distribution(vocab.counts, cfg.noise_power)))
     if cfg.model == "skipgram":
         batches, objective = text.skipgram_batches, w2v_losses.skipgram_objective(noise=noise, num_negatives=cfg.neg)

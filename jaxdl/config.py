@@ -76,11 +76,13 @@ class RunOptions:
 class TrainOptions(RunOptions):
     """Fields of every experiment that trains with the harness."""
 
-    max_epochs: int = field(default=10, metadata=doc("epochs to train (resume with a larger value to extend)", gt=0))
+    max_epochs: int = field(default=10, metadata=doc("epochs to train, at most 10^6 (resume with a larger value to extend)", gt=0,
+                                                             le=1_000_000))
     lr: float = field(default=0.1, metadata=doc("learning rate", gt=0))
     batch_size: int = field(default=256, metadata=doc("global minibatch size", gt=0))
     optimizer: Optimizer = field(default="sgd", metadata=doc("optimizer ('sgd' is written from scratch)"))
-    ckpt_every: int = field(default=5, metadata=doc("checkpoint every N epochs (and on SIGINT/SIGTERM)", gt=0))
+    ckpt_every: int = field(default=5, metadata=doc("checkpoint every N epochs (and on SIGINT/SIGTERM)", gt=0,
+                                                             le=1_000_000))
     tensorboard: bool = field(default=True, metadata=doc("write TensorBoard scalars to <run>/tensorboard"))
     debug_nans: bool = field(default=False, metadata=doc("turn on jax_debug_nans to find the op that made a NaN"))
 
@@ -119,7 +121,8 @@ class KGEOptions(DataOptions):
         "a named graph (nations, umls, kinships, wn18rr, fb15k237), a folder with train.txt, valid.txt, test.txt, "
         "or empty: the synthetic grid graph"))
     model: KGEModel = field(default="transe", metadata=doc("score function"))
-    dim: int = field(default=50, metadata=doc("embedding size (complex size for RotatE and ComplEx)", gt=0))
+    dim: int = field(default=50, metadata=doc("embedding size (complex size for RotatE and ComplEx), at most 2^20",
+                                                gt=0, le=1 << 20))
     gamma: float = field(default=9.0, metadata=doc("margin gamma in the TransE/RotatE score gamma - distance "
                                                    "(PyKEEN's NSSA margin: 9)", gt=0))
     norm: int = field(default=1, metadata=doc("TransE distance norm", choices=(1, 2)))
@@ -135,9 +138,10 @@ class KGEOptions(DataOptions):
         "none, or n3: + weight * batch mean of |h|^3 + |r|^3 + |t|^3 summed over (complex) entries, Lacroix et "
         "al. 2018 (for ComplEx/DistMult on large graphs)"))
     regularizer_weight: float = field(default=0.0, metadata=doc("weight of --regularizer n3", ge=0))
-    neg: int = field(default=16, metadata=doc("negatives per positive", gt=0))
-    eval_every: int = field(default=5, metadata=doc("validation MRR every N epochs (rounds)", gt=0))
-    patience: int = field(default=20, metadata=doc("stop after N validations without a better MRR", gt=0))
+    neg: int = field(default=16, metadata=doc("negatives per positive, at most 65536", gt=0, le=65536))
+    eval_every: int = field(default=5, metadata=doc("validation MRR every N epochs (rounds)", gt=0, le=1_000_000))
+    patience: int = field(default=20, metadata=doc("stop after N validations without a better MRR", gt=0,
+                                                       le=1_000_000))
 
     def validate(self) -> None:
         if self.model != "transe" and self.norm != 1:

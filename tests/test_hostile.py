@@ -137,6 +137,25 @@ def test_hostile_flags(flags, expected, tmp_path, capsys):
     _fails_cleanly(capsys, ["exp", "mlp", *flags, "--out", str(out), "--no-progress"], expected, out=out)
 
 
+@pytest.mark.parametrize("experiment,flags,expected", [
+    ("mlp", ["--max-epochs", "10000000"], "--max-epochs: must be <= 1000000"),
+    ("autograd", ["--seed", "18446744073709551616"], "--seed: must be <= 4294967295"),
+    ("transe", ["--dim", "1000000000000000000"], "--dim: must be <= 1048576"),
+    ("fede", ["--neg", "1000000"], "--neg: must be <= 65536"),
+    ("fede", ["--local-epochs", "1000000"], "--local-epochs: must be <= 1000"),
+    ("fede", ["--batch-size", "100000"], "--batch-size 100000: larger than the largest client's 80 training triples"),
+    ("word2vec", ["--window", "100000"], "--window: must be <= 1000"),
+    ("word2vec", ["--batch-size", "100000000"], "--batch-size 100000000: larger than the corpus's"),
+    ("interpret", ["--ig-steps", "1000000"], "--ig-steps: must be <= 100000"),
+    ("linreg", ["--num-examples", "1000000000000000000"], "--num-examples: must be <= 10000000"),
+])
+def test_counts_past_their_documented_bounds(experiment, flags, expected, tmp_path, capsys):
+    """Every count has an upper bound: a documented one at parse time, or one from the data."""
+    out = tmp_path / "run"
+    tail = [] if experiment == "autograd" else ["--no-progress"]
+    _fails_cleanly(capsys, ["exp", experiment, *flags, "--out", str(out), *tail], expected, out=out)
+
+
 def test_unknown_experiment_and_command(capsys):
     _fails_cleanly(capsys, ["exp", "resnet"], "unknown experiment 'resnet' (known:", "mlp", "softmax")
     _fails_cleanly(capsys, ["exp"], "name an experiment")

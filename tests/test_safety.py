@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import socket
 import subprocess
 
@@ -126,6 +127,11 @@ def test_a_run_file_that_is_a_folder_is_refused(tmp_path, capsys):
     (out / "metrics.jsonl").mkdir()
     assert cli_main(["exp", "linreg", "--resume", str(out), "--max-epochs", "2", "--no-progress"]) == 2
     assert "metrics.jsonl: is not a file" in capsys.readouterr().err
+    (out / "metrics.jsonl").rmdir()
+    shutil.rmtree(out / "checkpoints")
+    (out / "checkpoints").write_text("not a folder")
+    assert cli_main(["exp", "linreg", "--resume", str(out), "--max-epochs", "2", "--no-progress"]) == 2
+    assert "checkpoints: is not a folder" in capsys.readouterr().err
 
 
 def test_a_fresh_run_never_adopts_stray_checkpoints(tmp_path, capsys):

@@ -303,6 +303,9 @@ def _choose_folder(experiment: str, config: dict, *, out: str, resume: str) -> t
         for name in RUN_FILES:
             if (folder / name).exists() and not (folder / name).is_file():
                 raise JaxdlError(f"{folder / name}: is not a file; a run folder's {name} must be one (move it aside)")
+        if (folder / CKPT_DIR).exists() and not (folder / CKPT_DIR).is_dir():
+            raise JaxdlError(f"{folder / CKPT_DIR}: is not a folder; a run folder's {CKPT_DIR} must be one (move it "
+                             "aside)")
         if not resume and checkpoint_epochs(folder) and not (folder / "config.json").is_file():
             raise JaxdlError(f"--out {out}: holds checkpoints but no config.json: another run's, or a damaged one; "
                              f"choose another folder")
