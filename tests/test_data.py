@@ -101,3 +101,13 @@ def test_linreg_data_has_the_known_truth():
     np.testing.assert_allclose(theta, [2.0, -3.4, 4.2], atol=1e-3)
     resid = np.asarray(y) - A @ np.array([2.0, -3.4, 4.2])
     assert abs(resid.std() - 0.01) < 1e-3
+
+
+def test_digits_read_from_the_shipped_file_equal_scikit_learns_loader():
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    from jaxdl.data.tabular import shipped_digits
+
+    table, reference = shipped_digits(), sklearn_digits()
+    np.testing.assert_array_equal(table[:, :-1], reference.data)
+    np.testing.assert_array_equal(table[:, -1], reference.target)

@@ -18,7 +18,6 @@ from collections.abc import Callable
 import jax
 import numpy as np
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from tensorboardX import SummaryWriter
 
 from jaxdl.errors import Interrupted, JaxdlError, NumericalFault
 from jaxdl.harness.loop import Best, Loop
@@ -225,6 +224,8 @@ class TensorBoard:
         if loop.epoch <= self.logged_upto:
             return
         if self.writer is None:
+            from tensorboardX import SummaryWriter  # imported only by runs that write scalars
+
             self.writer = SummaryWriter(str(self.log_dir))
         for name, value in loop.record.items():
             if name != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -9,11 +9,12 @@ metrics.jsonl. Epoch ticks are integers.
 from __future__ import annotations
 
 from pathlib import Path
-
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from typing import TYPE_CHECKING
 
 from jaxdl.runs.files import save_figure
+
+if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn, not when a run starts
+    from matplotlib.figure import Figure
 
 # (family, y label, log axis when the values span a decade, test on a metric's name)
 FAMILIES = (
@@ -66,6 +67,9 @@ def plot_curves(records: list[dict], path: Path, *, title: str = "") -> Figure |
     panels = families(keys)
     if not panels:
         return None
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
     fig = Figure(figsize=(4.6 * len(panels), 3.8))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (family, label, log, members) in zip(axes, panels):
