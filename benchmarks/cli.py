@@ -31,7 +31,8 @@ from benchmarks.timing import time_call
 from jaxdl.errors import JaxdlError
 from jaxdl.runs.run import Run, write_json_atomic
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"  # ../shared/data beside the checkout
+# ../shared/data beside the checkout, or where $JAXDL_SHARED_DATA says (a copy carried to another machine)
+SHARED_DATA = Path(os.environ.get("JAXDL_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 PEAK_N = {"full": 2048, "quick": 512}  # side of the square matmul that measures the peak
 
 
@@ -66,18 +67,23 @@ def select(found: list[Workload], only: str) -> list[Workload]:
 
 
 def measure_peak(quick: bool) -> dict:
-    """float32 GFLOP/s of a jitted `jnp.dot` of two random n x n matrices (2 n^3 FLOP).
+    """float32 GFLOP/s of a jitted `jnp.dot` of two random n x n matrices (2 n^3 FLOP); on an
+    accelerator also bfloat16, with n large enough to fill it.
 
     `peak_gflops` is taken from the fast end of the repeats (p10 time): the most this
     machine was seen to deliver, so that `peak_fraction` is never flattered by a moment
     when other processes slowed the peak measurement down; the median is kept beside it."""
-    n = PEAK_N["quick" if quick else "full"]
-    ka, kb = jax.random.split(jax.random.key(0))
-    A, B = jax.random.normal(ka, (n, n), jnp.float32), jax.random.normal(kb, (n, n), jnp.float32)
-    t = time_call(jax.jit(jnp.dot), A, B, warmup=2, repeats=5 if quick else 10, min_seconds=0.0 if quick else 2.0)
-    gflop = 2 * n**3 / 1e9
-    return {"peak_gflops": gflop / (t["p10_ms"] / 1e3), "peak_median_gflops": gflop / (t["median_ms"] / 1e3),
-            "peak_matmul_n": n, "peak_repeats": t["repeats"]}
+    accelerator = jax.default_backend() != "cpu"
+    n = PEAK_N["quick" if quick else "full"] * (4 if accelerator else 1)
+    out = {}
+    for dtype in (jnp.float32, jnp.bfloat16) if accelerator else (jnp.float32,):
+        ka, kb = jax.random.split(jax.random.key(0))
+        A, B = jax.random.normal(ka, (n, n), dtype), jax.random.normal(kb, (n, n), dtype)
+        t = time_call(jax.jit(jnp.dot), A, B, warmup=2, repeats=5 if quick else 10, min_seconds=0.0 if quick else 2.0)
+        gflop = 2 * n**3 / 1e9
+        prefix = "peak" if dtype == jnp.float32 else "peak_bf16"
+        out.update({f"{prefix}_gflops": gflop / (t["p10_ms"] / 1e3), f"{prefix}_median_gflops": gflop / (t["median_ms"] / 1e3)})
+    return {**out, "peak_matmul_n": n, "peak_repeats": t["repeats"]}
 
 
 def measure_torch_peak(torch, n: int) -> float:
