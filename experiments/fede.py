@@ -222,9 +222,9 @@ def setting_task(cfg: Config, setting: str, kg, split: fed_data.FederatedSplit) 
     def make_state():  # made by the harness once its size is known to fit
         return fed.init_fed_state(jax.random.fold_in(jax.random.key(cfg.seed), 0), model, stack, optimizer)
 
-    largest = int(np.max(stack.num_train_C))
-    if cfg.batch_size > largest:
-        raise JaxdlError(f"--batch-size {cfg.batch_size}: larger than the largest client's {largest} training triples")
+    total = int(np.sum(stack.num_train_C))  # a client with fewer triples than a batch trains on one masked batch
+    if cfg.batch_size > total:
+        raise JaxdlError(f"--batch-size {cfg.batch_size}: larger than the clients' {total} training triples together")
     own = cfg.negatives_from == "own" and setting == "isolation"  # a client alone knows only its entities
     data = fed.client_arrays(stack, cfg.batch_size, batch_extras=fed.negative_extras(
         stack, filtered=cfg.filter_negatives, pool="held" if own else "all"))

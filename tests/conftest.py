@@ -10,6 +10,19 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The tests' programs are tiny, so compiling them is most of the suite's time: LLVM's level-0
+# code generation compiles them about 40% sooner. The programs (and what the tests check of
+# them) are the same; speed is measured by `make bench`, at XLA's default level. Set before
+# jax is imported, and inherited by every process a test starts.
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
+
+
+def xla_flags(*flags: str) -> str:
+    """XLA_FLAGS for a child process: the suite's own and `flags` (fake CPU devices, say)."""
+    return " ".join([os.environ.get("XLA_FLAGS", ""), *flags]).strip()
+
 
 def run_cli(*args: str, timeout: float = 300, env: dict | None = None, cwd: Path | None = None):
     """Run `python -m jaxdl ARGS` in a subprocess; returns CompletedProcess (text)."""

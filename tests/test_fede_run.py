@@ -120,10 +120,10 @@ def test_client_axis_sharded_over_two_devices_matches_one(all_run, tmp_path):
     import subprocess
     import sys
 
-    from conftest import REPO
+    from conftest import REPO, xla_flags
 
     graph, out, _ = all_run
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu",
+    env = {**os.environ, "XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=2"), "JAX_PLATFORMS": "cpu",
            "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run([sys.executable, "-m", "jaxdl", "exp", "fede", "--devices", ":2", "--data", str(graph),
                            "--out", str(tmp_path / "d2"), *SMOKE], env=env, cwd=REPO, capture_output=True,

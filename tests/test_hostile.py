@@ -143,7 +143,7 @@ def test_hostile_flags(flags, expected, tmp_path, capsys):
     ("transe", ["--dim", "1000000000000000000"], "--dim: must be <= 1048576"),
     ("fede", ["--neg", "1000000"], "--neg: must be <= 65536"),
     ("fede", ["--local-epochs", "1000000"], "--local-epochs: must be <= 1000"),
-    ("fede", ["--batch-size", "100000"], "--batch-size 100000: larger than the largest client's 80 training triples"),
+    ("fede", ["--batch-size", "100000"], "--batch-size 100000: larger than the clients' 593 training triples"),
     ("word2vec", ["--window", "100000"], "--window: must be <= 1000"),
     ("word2vec", ["--batch-size", "100000000"], "--batch-size 100000000: larger than the corpus's"),
     ("interpret", ["--ig-steps", "1000000"], "--ig-steps: must be <= 100000"),

@@ -200,7 +200,8 @@ def test_integrated_gradients_completeness_as_steps_grow():
     for rule in ("trapezoid", "gauss", "riemann"):
         gaps[rule] = [abs(float(interpret.integrated_gradients(f, X, BACKGROUND, steps=s, rule=rule).sum()) - target)
                       for s in (4, 16, 64, 256)]
-        assert all(a > b for a, b in zip(gaps[rule], gaps[rule][1:])), (rule, gaps[rule])
+        # smaller with every step count, until float64's floor (Gauss-Legendre reaches it by 64)
+        assert all(a > b or b < 1e-14 for a, b in zip(gaps[rule], gaps[rule][1:])), (rule, gaps[rule])
     assert gaps["trapezoid"][-1] < 1e-4 and gaps["gauss"][-1] < 1e-10
     assert gaps["trapezoid"][2] / gaps["trapezoid"][3] > 10  # second order: 4x the steps, ~16x smaller
     assert gaps["riemann"][-1] > gaps["trapezoid"][-1]

@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import REPO, xla_flags
 from jaxdl.cli import main as cli_main
 from jaxdl.errors import JaxdlError
 from jaxdl.devices import check_divisible, select_devices
 from jaxdl.devices.data_parallel import allreduce_bytes
 
-FAKE4 = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu",
+FAKE4 = {"XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=4"), "JAX_PLATFORMS": "cpu",
          "TF_CPP_MIN_LOG_LEVEL": "3"}
 ATOL = 1e-5
 E2E_ARGS = ["--max-epochs", "8", "--hidden", "64", "--no-progress"]

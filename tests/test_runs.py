@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import xla_flags
 
 from jaxdl.devices import Placed
 from jaxdl.errors import Interrupted, JaxdlError, NumericalFault
@@ -336,7 +337,7 @@ def test_ps_lists_registered_runs_with_state_epoch_and_note(tmp_path, capsys):
 
 
 def test_devices_lists_what_jax_sees():
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=3", "JAX_PLATFORMS": "cpu",
+    env = {**os.environ, "XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=3"), "JAX_PLATFORMS": "cpu",
            "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run([sys.executable, "-m", "jaxdl", "devices"], capture_output=True, text=True, env=env,
                           timeout=120)

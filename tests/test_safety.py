@@ -11,6 +11,7 @@ import subprocess
 
 import psutil
 import pytest
+from conftest import xla_flags
 
 from jaxdl.cli import main as cli_main
 from jaxdl.errors import JaxdlError
@@ -362,7 +363,7 @@ def test_an_epoch_too_large_for_several_devices_is_refused_before_training(cli, 
     against the limit."""
     out = tmp_path / "r"
     proc = cli("exp", "mlp", "--hidden", "16", "--devices", ":4", "--parallel", parallel, "--out", str(out),
-               env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAXDL_MEMORY_LIMIT": "400000"})
+               env={"XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=4"), "JAXDL_MEMORY_LIMIT": "400000"})
     err = proc.stderr.strip().splitlines()
     assert proc.returncode == 2 and len(err) == 1, proc.stderr
     assert "one epoch needs about " in err[0] and " on each of 4 devices (" in err[0] and not out.exists(), err
@@ -398,3 +399,16 @@ def test_evaluation_chunks_shrink_to_what_fits(monkeypatch, capsys):
     assert lp.fitted_batch_size(5, 100, 50) == 5  # fits: kept
     assert lp.fitted_batch_size(10 ** 9, 100, 50) == 7  # half of the memory holds 7 queries' (E, D) blocks
     assert "ranking 7 queries at a time instead" in capsys.readouterr().err
+
+
+def test_a_run_whose_checkpoints_are_gone_says_it_starts_again(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert cli_main(["exp", "linreg", "--out", str(out), "--max-epochs", "3", "--no-progress"]) == 0
+    before = (out / "metrics.jsonl").read_bytes()
+    shutil.rmtree(out / "checkpoints")
+    capsys.readouterr()
+    assert cli_main(["exp", "linreg", "--resume", str(out), "--max-epochs", "4", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "has no checkpoint to resume from: training starts again at epoch 1" in err
+    assert "differs" not in err  # the recomputed epochs equal the logged ones
+    assert (out / "metrics.jsonl").read_bytes().startswith(before)

@@ -106,6 +106,9 @@ def train(run: Run, cfg, task: Task, placed: devices.Placed, *, hint: str, label
         run.commit()  # the checkpoint fits this config: now record the invocation
         if loop.epoch and run.is_writer:
             run.check_metrics(loop.epoch)
+        elif run.is_writer and run.logged_epochs():
+            print(f"notice: {run.dir} has no checkpoint to resume from: training starts again at epoch 1 (the "
+                  f"epochs already in metrics.jsonl are recomputed and checked against it)", file=sys.stderr)
         loop.records = [r for r in run.metrics() if isinstance(r.get("epoch"), int) and r["epoch"] <= loop.epoch]
         loop.state = placed.place(loop.state)
         chain = [hooks.NanGuard(run, ckpt)]
