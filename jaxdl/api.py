@@ -10,6 +10,8 @@ otherwise, so running a notebook cell twice just runs again.
 """
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,9 +79,8 @@ def run(experiment: str, **options) -> RunResult:
     `jaxdl.errors.Interrupted`; resume with `resume=<its folder>`."""
     module = load_experiment(experiment)
     cfg = make_config(module.Config, options)
-    if getattr(cfg, "compile_cache", False):
-        compile_cache.enable()
-    with signals.graceful():
+    cached = compile_cache.enabled() if getattr(cfg, "compile_cache", False) else contextlib.nullcontext()
+    with signals.graceful(), cached:
         done = module.main(cfg)
     if done is None:
         raise JaxdlError(f"{experiment}: its main returned no run folder")

@@ -118,17 +118,17 @@ def main_exp(argv: list[str]) -> int:
         build_parser(module.Config, prog).print_help()
         return 0
     cfg = parse_config(module.Config, argv, prog)
-    if getattr(cfg, "compile_cache", False):
-        compile_cache.enable()
     debug_nans = bool(getattr(cfg, "debug_nans", False))
-    nan_checks = contextlib.ExitStack()
+    settings = contextlib.ExitStack()
+    if getattr(cfg, "compile_cache", False):
+        settings.enter_context(compile_cache.enabled())
     if debug_nans:  # op by op, so that JAX names the operation that made the NaN and the line calling it
         jax.clear_caches()  # compiled fast paths from earlier runs in this process would skip the checks
-        nan_checks.enter_context(jax.debug_nans(True))
-        nan_checks.enter_context(jax.debug_infs(True))
-        nan_checks.enter_context(jax.disable_jit())
+        settings.enter_context(jax.debug_nans(True))
+        settings.enter_context(jax.debug_infs(True))
+        settings.enter_context(jax.disable_jit())
     # From here on SIGINT/SIGTERM/SIGHUP end the run cleanly wherever it is (see runs/signals.py).
-    with signals.graceful(), nan_checks:
+    with signals.graceful(), settings:
         try:
             run = module.main(cfg)
         except FloatingPointError as e:

@@ -211,3 +211,21 @@ def test_the_compile_cache_is_filled_once_and_read_back(tmp_path, cli):
     other = {**env, "JAXDL_COMPILE_CACHE": str(tmp_path / "unused")}
     assert cli(*args, "--no-compile-cache", "--out", str(tmp_path / "c"), env=other).returncode == 0
     assert not (tmp_path / "unused").exists()
+
+
+def test_an_in_process_run_leaves_jax_cache_settings_as_they_were(tmp_path, monkeypatch):
+    """The cache is on for the run's own programs only: a notebook (or this test process)
+    keeps its settings, and programs compiled afterwards are not written to the run's cache."""
+    import jax
+
+    from jaxdl.cli import main as cli_main
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("JAXDL_COMPILE_CACHE", str(cache))
+    before = jax.config.jax_compilation_cache_dir
+    assert cli_main(["exp", "linreg", "--max-epochs", "1", "--out", str(tmp_path / "r"), "--no-progress"]) == 0
+    assert jax.config.jax_compilation_cache_dir == before
+    filled = sorted(cache.glob("*-cache"))
+    assert filled
+    jax.jit(lambda x: x * 3.25 + 1.0)(jax.numpy.arange(7.0)).block_until_ready()  # a program of this process's own
+    assert sorted(cache.glob("*-cache")) == filled
