@@ -34,10 +34,13 @@ def _uniformity_pvalues(n, rounds, draws=20_000):
             stats.chisquare(pairs[~np.eye(n, dtype=bool)]).pvalue)
 
 
-@pytest.mark.parametrize("n", [10, 37, 300])
-def test_index_shuffle_positions_and_pairs_are_uniform(n):
-    pos_p, pair_p = _uniformity_pvalues(n, FEISTEL_ROUNDS)
-    assert pos_p > 1e-3 and pair_p > 1e-3, (pos_p, pair_p)
+@pytest.mark.parametrize("n,draws", [(10, 20_000), (37, 20_000), (300, 5_000)])
+def test_index_shuffle_positions_and_pairs_are_uniform(n, draws):
+    """Chi-square tests of where each index lands and of the (first, second) pairs; the pair
+    test only where each of its n(n-1) cells expects at least 5 draws (not at n = 300)."""
+    pos_p, pair_p = _uniformity_pvalues(n, FEISTEL_ROUNDS, draws=draws)
+    assert pos_p > 1e-3, pos_p
+    assert draws / (n * (n - 1)) < 5 or pair_p > 1e-3, pair_p
 
 
 def test_the_uniformity_test_has_power():
