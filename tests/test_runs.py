@@ -39,6 +39,15 @@ def _registry(tmp_path, monkeypatch):
     monkeypatch.setenv("JAXDL_REGISTRY", str(tmp_path / "registry"))
 
 
+@pytest.fixture(autouse=True)
+def _sigint_as_on_a_terminal():
+    """Ctrl-C as a terminal delivers it: a suite started in the background by a non-interactive
+    shell inherits SIGINT ignored, and the loop rightly leaves an ignored signal ignored."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
 def _loss(params, batch, key):
     logits = batch["X"] @ params["w"] + params["b"]
     loss = -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), batch["y"][:, None], 1))
