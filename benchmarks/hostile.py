@@ -114,25 +114,20 @@ def file_cases(scratch: Path) -> list[Case]:
                 data_writer(f)
         return path
 
-    def zeros(n):
+    def repeated(block: bytes, n: int):
+        """A writer of `block`, n times over (streamed: the member is never in memory)."""
         def write(f):
-            block = b"\0" * (1 << 20)
             for _ in range(n):
                 f.write(block)
         return write
 
-    def words(n):
-        def write(f):
-            block = b"the cat sat on the mat\n" * (1 << 16)
-            for _ in range(n):
-                f.write(block)
-        return write
+    nul_mib, words_block = b"\0" * (1 << 20), b"the cat sat on the mat\n" * (1 << 16)
 
     made["corpus: zip bomb (4 GiB of NUL, JAXDL_READ_LIMIT 64 MiB)"] = (
-        "word2vec", ["--corpus", str(zip_of("bomb.zip", "ptb/ptb.train.txt", zeros(4096)))])
+        "word2vec", ["--corpus", str(zip_of("bomb.zip", "ptb/ptb.train.txt", repeated(nul_mib, 4096)))])
     made["corpus: 2 GiB of words in a zip (JAXDL_READ_LIMIT 64 MiB)"] = (
-        "word2vec", ["--corpus", str(zip_of("words.zip", "ptb/ptb.train.txt", words(1400)))])
-    made["corpus: a zip without the member"] = ("word2vec", ["--corpus", str(zip_of("other.zip", "x.txt", words(1)))])
+        "word2vec", ["--corpus", str(zip_of("words.zip", "ptb/ptb.train.txt", repeated(words_block, 1400)))])
+    made["corpus: a zip without the member"] = ("word2vec", ["--corpus", str(zip_of("other.zip", "x.txt", repeated(words_block, 1)))])
     (files / "nul.txt").write_bytes(b"\0" * 10000)
     made["corpus: NUL bytes"] = ("word2vec", ["--corpus", str(files / "nul.txt")])
     (files / "empty.txt").write_bytes(b"")

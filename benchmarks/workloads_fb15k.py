@@ -72,6 +72,7 @@ from benchmarks.workloads_kge import pykeen_epoch_ms, pykeen_factories
 from jaxdl.cli import load_experiment
 from jaxdl.config import parse_config
 from jaxdl.data.kg import KG, load_kg
+from jaxdl.devices.memory import tree_bytes
 from jaxdl.eval.link_prediction import make_evaluator
 from jaxdl.models.kge import KGEModel
 from jaxdl.train.step import init_state
@@ -116,10 +117,6 @@ def _folder(ctx: BenchContext, graph: str, record: dict) -> Path | None:
 @functools.lru_cache(maxsize=2)
 def _graph(folder: Path) -> KG:
     return load_kg(folder)
-
-
-def _tree_bytes(tree) -> int:
-    return int(sum(x.nbytes for x in jax.tree.leaves(tree)))
 
 
 class PeakRSS:
@@ -176,8 +173,8 @@ def _fede_workload(name: str, graph: str, clients: int, rounds: int, *, validate
         fede, cfg, kg, split, task = fede_setup(folder, clients)
         data = task.epoch.data
         state = jax.device_put(task.state)
-        state_bytes, data_bytes = _tree_bytes(state), _tree_bytes(data)
-        params_bytes, opt_bytes = _tree_bytes(state.clients.params), _tree_bytes(state.clients.opt_state)
+        state_bytes, data_bytes = tree_bytes(state), tree_bytes(data)
+        params_bytes, opt_bytes = tree_bytes(state.clients.params), tree_bytes(state.clients.opt_state)
         keys = iter(jax.random.split(jax.random.key(1), rounds + 1))
         jitted = jax.jit(task.epoch.one_device_round_fn, donate_argnums=0)  # as the harness: state donated
         t0 = time.perf_counter()

@@ -246,7 +246,8 @@ def task(cfg: Config, sentences, cluster_of, similarity_pairs, analogies) -> har
         return TrainState(model.init_params(jax.random.fold_in(jax.random.key(cfg.seed), 0)), optax.EmptyState(),
                           jnp.zeros((), jnp.int32))
 
-    return harness.Task(state=make_state, train_step=model.train_step, epoch=harness.Batches(model.data, model.make_batches),
+    return harness.Task(state=make_state, train_step=model.train_step,
+                        epoch=harness.Batches(model.data, model.make_batches),
                         summarize=summarize_epoch, report=report, title=f"word2vec {cfg.model} on {cfg.corpus}",
                         evaluate=evaluate if (cluster_of is not None or similarity_pairs is not None) else None)
 

@@ -76,13 +76,13 @@ class RunOptions:
 class TrainOptions(RunOptions):
     """Fields of every experiment that trains with the harness."""
 
-    max_epochs: int = field(default=10, metadata=doc("epochs to train, at most 10^6 (resume with a larger value to extend)", gt=0,
-                                                             le=1_000_000))
+    max_epochs: int = field(default=10, metadata=doc(
+        "epochs to train, at most 10^6 (resume with a larger value to extend)", gt=0, le=1_000_000))
     lr: float = field(default=0.1, metadata=doc("learning rate", gt=0))
     batch_size: int = field(default=256, metadata=doc("global minibatch size", gt=0))
     optimizer: Optimizer = field(default="sgd", metadata=doc("optimizer ('sgd' is written from scratch)"))
     ckpt_every: int = field(default=5, metadata=doc("checkpoint every N epochs (and on SIGINT/SIGTERM)", gt=0,
-                                                             le=1_000_000))
+                                                    le=1_000_000))
     tensorboard: bool = field(default=True, metadata=doc("write TensorBoard scalars to <run>/tensorboard"))
     debug_nans: bool = field(default=False, metadata=doc("turn on jax_debug_nans to find the op that made a NaN"))
 

@@ -200,8 +200,9 @@ def _welcome(server: socket.socket, num_processes: int, timeout: float) -> None:
                 raise TypeError
         except (socket.timeout, TimeoutError):
             missing = sorted(set(range(1, num_processes)) - set(joined))
-            raise refuse_all(f"process 0 waited {timeout:g} s for process(es) {number_ranges(missing)} of {num_processes} "
-                             f"to join; start them with the same --coordinator, or raise --init-timeout") from None
+            raise refuse_all(f"process 0 waited {timeout:g} s for process(es) {number_ranges(missing)} of "
+                             f"{num_processes} to join; start them with the same --coordinator, or raise "
+                             "--init-timeout") from None
         except (OSError, ValueError, TypeError, KeyError):
             conn.close()  # not one of ours (a port scan, a health check): ignore it
             continue
@@ -210,7 +211,8 @@ def _welcome(server: socket.socket, num_processes: int, timeout: float) -> None:
                              "give every process the same --num-processes", conn)
         if not 1 <= pid < num_processes or pid in joined:
             raise refuse_all(f"process id {pid} {'is taken twice' if pid in joined else 'is out of range'} in a job "
-                             f"of {num_processes}; give each process its own --process-id in 0..{num_processes - 1}", conn)
+                             f"of {num_processes}; give each process its own --process-id in 0..{num_processes - 1}",
+                             conn)
         joined[pid] = conn
     for conn in joined.values():
         conn.sendall(b"ok\n")

@@ -412,3 +412,18 @@ def test_a_run_whose_checkpoints_are_gone_says_it_starts_again(tmp_path, capsys)
     assert "has no checkpoint to resume from: training starts again at epoch 1" in err
     assert "differs" not in err  # the recomputed epochs equal the logged ones
     assert (out / "metrics.jsonl").read_bytes().startswith(before)
+
+
+@pytest.mark.parametrize("name", ["JAXDL_READ_LIMIT", "JAXDL_MEMORY_LIMIT"])
+def test_byte_limits_from_the_environment_are_numbers_or_one_line(monkeypatch, name):
+    from jaxdl.data.bounded import env_bytes
+
+    monkeypatch.delenv(name, raising=False)
+    assert env_bytes(name) is None
+    monkeypatch.setenv(name, "1e9")
+    assert env_bytes(name) == 10**9
+    for bad, said in (("abc", "expected a number of bytes"), ("1e999", "expected a number of bytes"),
+                      ("0", "must be a positive number of bytes")):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(JaxdlError, match=f"{name}='{bad}': {said}"):
+            env_bytes(name)

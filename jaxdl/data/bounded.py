@@ -20,18 +20,25 @@ from jaxdl.errors import JaxdlError
 CHUNK = 1 << 20
 
 
+def env_bytes(name: str) -> int | None:
+    """A positive byte count from the environment variable `name` (`1e9` allowed), or None
+    when it is unset; one-line JaxdlError when it is not one."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = int(float(text))
+    except (ValueError, OverflowError):
+        raise JaxdlError(f"{name}={text!r}: expected a number of bytes") from None
+    if value < 1:
+        raise JaxdlError(f"{name}={text!r}: must be a positive number of bytes")
+    return value
+
+
 def read_limit() -> int:
     """How many bytes one input may hold once decompressed."""
-    text = os.environ.get("JAXDL_READ_LIMIT", "").strip()
-    if text:
-        try:
-            value = int(float(text))
-        except ValueError:
-            raise JaxdlError(f"JAXDL_READ_LIMIT={text!r}: expected a number of bytes") from None
-        if value < 1:
-            raise JaxdlError(f"JAXDL_READ_LIMIT={text!r}: must be a positive number of bytes")
-        return value
-    return psutil.virtual_memory().available // 2
+    value = env_bytes("JAXDL_READ_LIMIT")
+    return psutil.virtual_memory().available // 2 if value is None else value
 
 
 def _too_big(name: str, limit: int) -> JaxdlError:

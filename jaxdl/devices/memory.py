@@ -4,12 +4,11 @@ in one line instead of failing (or taking the machine down) minutes later.
 """
 from __future__ import annotations
 
-import os
-
 import jax
 import numpy as np
 import psutil
 
+from jaxdl.data.bounded import env_bytes
 from jaxdl.errors import JaxdlError
 
 SETTINGS_HINT = "--batch-size, --hidden, --dim, --neg, --window, --local-epochs"
@@ -24,16 +23,9 @@ def device_limit(device) -> tuple[int, str]:
         limit, where = int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0)), f"free on {device.device_kind}"
     else:
         limit, where = int(psutil.virtual_memory().available), "of host memory available"
-    text = os.environ.get("JAXDL_MEMORY_LIMIT", "").strip()
-    if text:
-        try:
-            cap = int(float(text))
-        except ValueError:
-            raise JaxdlError(f"JAXDL_MEMORY_LIMIT={text!r}: expected a number of bytes") from None
-        if cap < 1:
-            raise JaxdlError(f"JAXDL_MEMORY_LIMIT={text!r}: must be a positive number of bytes")
-        if cap < limit:
-            limit, where = cap, "that JAXDL_MEMORY_LIMIT allows"
+    cap = env_bytes("JAXDL_MEMORY_LIMIT")
+    if cap is not None and cap < limit:
+        limit, where = cap, "that JAXDL_MEMORY_LIMIT allows"
     return limit, where
 
 
@@ -72,23 +64,17 @@ def compile_checked(jitted, args: tuple, devices, *, what: str = "one epoch"):
 
 def check_fits(need: int, devices, *, what: str) -> None:
     """Refuse, in one line, a program needing `need` bytes on each of `devices` that they cannot
-    hold. Devices drawing on host memory (CPU) are checked together against the host."""
+    hold. Devices drawing on host memory (CPU) are checked together against the host; each
+    accelerator against its own memory."""
     devices = list(devices) if isinstance(devices, (list, tuple)) else [devices]
     devices = [d for d in devices if d.process_index == jax.process_index()] or devices[:1]
     on_host = [d for d in devices if "bytes_limit" not in _stats(d)]
-    if on_host:
-        total = need * len(on_host)
-        limit, where = device_limit(on_host[0])
+    for group in ([on_host] if on_host else []) + [[d] for d in devices if d not in on_host]:
+        total = need * len(group)
+        limit, where = device_limit(group[0])
         if total > limit:
-            each = f" on each of {len(on_host)} devices ({size(total)} in all)" if len(on_host) > 1 else f" on {on_host[0]}"
-            raise JaxdlError(f"{what} needs about {size(need)}{each}, more than the {size(limit)} {where}; "
-                             f"choose smaller settings ({SETTINGS_HINT})")
-    for device in devices:
-        if device in on_host:
-            continue
-        limit, where = device_limit(device)
-        if need > limit:
-            raise JaxdlError(f"{what} needs about {size(need)} on {device}, more than the {size(limit)} {where}; "
+            on = f" on each of {len(group)} devices ({size(total)} in all)" if len(group) > 1 else f" on {group[0]}"
+            raise JaxdlError(f"{what} needs about {size(need)}{on}, more than the {size(limit)} {where}; "
                              f"choose smaller settings ({SETTINGS_HINT})")
 
 
@@ -105,13 +91,12 @@ def tree_bytes(tree) -> int:
 
 
 def make_checked(make_state, *, copies: int = 3, what: str = "the model and optimizer state"):
-    """`make_state()` as host arrays, after checking from its shapes alone (`jax.eval_shape`: nothing is
-    allocated) that `copies` of it fit in the host memory available now: the host copy, the
-    copy on the device and its update. One-line JaxdlError otherwise."""
+    """`make_state()` as host arrays, after checking from its shapes alone (`jax.eval_shape`:
+    nothing is allocated) that `copies` of it fit in the host memory available now: the host
+    copy, the copy on the device and its update. One-line JaxdlError otherwise."""
     nbytes = tree_bytes(jax.eval_shape(make_state))
     limit, where = device_limit(jax.devices("cpu")[0])
     if nbytes * copies > limit:
         raise JaxdlError(f"{what} needs about {size(nbytes)} ({copies} copies in training: {size(nbytes * copies)}), "
                          f"more than the {size(limit)} {where}; choose smaller settings ({SETTINGS_HINT})")
     return jax.device_get(make_state())
-

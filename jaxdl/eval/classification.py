@@ -37,7 +37,7 @@ def make_evaluator(apply_fn, splits: dict[str, tuple[np.ndarray, np.ndarray]], *
             rows, compiled = sized[name]
             total_loss, total_acc = 0.0, 0.0
             for i in range(0, len(y), rows):
-                block = compiled if i + rows <= len(y) else scores  # the last, shorter block: compiled on its own
+                block = compiled if i + rows <= len(y) else scores  # a shorter last block: compiled on its own
                 loss, acc = block(params, X[i:i + rows], y[i:i + rows])
                 total_loss, total_acc = total_loss + float(loss), total_acc + float(acc)
             out[f"{name}_loss"] = total_loss / len(y)

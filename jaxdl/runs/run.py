@@ -59,8 +59,8 @@ def jsonl_lines(path: Path) -> list[str]:
     or other Unicode line break inside damaged bytes stays part of its line)."""
     if not path.is_file():
         return []
-    text = path.read_bytes().decode("utf-8", "replace")
-    return text[:-1].split("\n") if text.endswith("\n") else (text.split("\n") if text else [])
+    lines = path.read_bytes().decode("utf-8", "replace").split("\n")
+    return lines[:-1] if lines[-1] == "" else lines  # the newline ending the last line starts no line
 
 
 def read_jsonl(path: Path) -> list[dict]:
