@@ -10,8 +10,9 @@ as `make exp NAME=fede ARGS="--semantics reference --dim 128 --neg 256 --batch-s
 TransE (L1) dim 128, 256 negatives, batch 512, Adam lr 1e-3, 3 local epochs, gamma 10,
 self-adversarial temperature 1, no entity constraint, and the reference's behaviours (tail
 corrupted, negatives filtered against the client's training triples, a fresh optimizer every
-round, the whole table downloaded, the mean over every holder). The round is the packed
-one-device round (`one_device_round_fn`), jitted with the state donated as the harness does.
+round, the whole table downloaded, the mean over every holder). The round is the experiment's
+one-device round (`Rounds.build(None)`: on a CPU the clients one after the other; on an
+accelerator the packed vmap), jitted with the state donated as the harness does.
 
   compile_ms      lower + compile of the round;
   jit_ms          one round, milliseconds: the median of `ROUNDS` rounds after one warm-up
@@ -176,7 +177,7 @@ def _fede_workload(name: str, graph: str, clients: int, rounds: int, *, validate
         state_bytes, data_bytes = tree_bytes(state), tree_bytes(data)
         params_bytes, opt_bytes = tree_bytes(state.clients.params), tree_bytes(state.clients.opt_state)
         keys = iter(jax.random.split(jax.random.key(1), rounds + 1))
-        jitted = jax.jit(task.epoch.one_device_round_fn, donate_argnums=0)  # as the harness: state donated
+        jitted = jax.jit(task.epoch.build(None), donate_argnums=0)  # as the harness: state donated
         t0 = time.perf_counter()
         with PeakRSS() as compile_mem:
             compiled = jitted.lower(state, data, jax.random.key(0)).compile()

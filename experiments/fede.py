@@ -24,8 +24,9 @@ trains one model on the union of the clients' training triples; `fede` runs roun
 averages each entity's embedding over the participating clients that hold it. One round
 is the unit of every setting (each client, or the pooled model, sees its data
 `--local-epochs` times), so validation curves per round compare like with like. All
-clients of a round train in one compiled, vmapped step (jaxdl.train.federated); with
-several devices (`--devices :N`, `0,2`, ...) the client axis is split across them (`--parallel` does not
+clients of a round train in one compiled program (jaxdl.train.federated), one after the
+other on a CPU and vmapped on an accelerator (`--schedule`); with several devices
+(`--devices :N`, `0,2`, ...) the client axis is split across them (`--parallel` does not
 apply: clients, not batches, are what is distributed). `--setting all` also fits the model
 fusion (jaxdl.train.fusion: per client, w . (isolation score, FedE score) + b on its
 validation triples, as the reference code's fourth setting).
@@ -148,6 +149,11 @@ class Config(KGEOptions, TrainConfig):
                                                       gt=0, le=1))
     local_epochs: int = field(default=3, metadata=doc("local epochs per round (FedE reference: 3), at most 1000", gt=0,
                                                           le=1000))
+    schedule: str = field(default="auto", metadata=doc(
+        "how one device trains the clients of a round: vmapped together (without padding steps), or one after "
+        "the other (the step compiled once, whatever the clients); auto: one after the other on a CPU, vmapped "
+        "on an accelerator. Several devices always split the vmapped clients among them",
+        choices=("auto", "vmap", "sequential")))
     split: str = field(default="", metadata=doc(
         "reuse a saved split.npz, or read the FedE reference code's pickle (.pkl; it carries its own graph) "
         "(default: split afresh, saved in the run)"))
@@ -233,9 +239,16 @@ def setting_task(cfg: Config, setting: str, kg, split: fed_data.FederatedSplit) 
                          participants=participants, entity_dim=model.entity_dim,
                          reset_optimizer=optimizer if cfg.reset_optimizer else None, download=cfg.download,
                          average=cfg.average)
-    # On one device the packed schedule: no padding steps, the same result.
-    rounds = harness.Rounds(make_round(), data, one_device_round_fn=make_round(
-        client_steps=fed.client_steps(stack, cfg.batch_size)))
+    sequential = cfg.schedule == "sequential" or (cfg.schedule == "auto" and jax.default_backend() == "cpu")
+
+    def build_round(client_map=None):  # client_map: None on one device (see harness.Rounds)
+        if sequential:
+            return make_round(sequential=True, client_map=client_map)
+        # vmapped: on one device the packed schedule (no padding steps, the same result); on
+        # several the padded one, its client axis partitioned among them
+        return make_round(client_steps=fed.client_steps(stack, cfg.batch_size)) if client_map is None else make_round()
+
+    rounds = harness.Rounds(build_round, data)
     score = client_scorer(model, split, kg, global_relations=collection)
     holds = np.asarray(data.entity_mask_CxE)
 

@@ -158,15 +158,15 @@ def test_flop_count_matches_xla_cost_analysis(hidden):
 
 
 def test_fede_bench_rounds_all_compute_the_same_round():
-    """The FedE workload's four rounds time one computation: the vmapped (packed and padded)
-    rounds, the per-client loop and the loop of steps give the same server table."""
-    vmapped, padded, looped, looped_steps, server, _ = wf.build(synthetic_kg(seed=0, side=6, offsets=wf.GRID12),
+    """The FedE workload's five rounds time one computation: the vmapped (packed and padded)
+    and sequential rounds, the per-client loop and the loop of steps give the same server table."""
+    vmapped, padded, sequential, looped, looped_steps, server, _ = wf.build(synthetic_kg(seed=0, side=6, offsets=wf.GRID12),
                                                                 wf.QUICK)
     key = jax.random.key(1)
     reference = np.asarray(looped(server, key))
     assert np.abs(reference - np.asarray(server)).max() > 1e-3  # the round trains
     np.testing.assert_array_equal(np.asarray(looped_steps(server, key)), reference)
-    for round_fn in (vmapped, padded):
+    for round_fn in (vmapped, padded, sequential):
         np.testing.assert_allclose(np.asarray(round_fn(server, key)), reference, atol=1e-6)
 
 

@@ -263,22 +263,40 @@ def test_phases_cover_each_client_exactly_its_own_steps():
 
 
 @pytest.mark.parametrize("aggregate", [True, False])
-def test_packed_round_equals_padded_round(setup, aggregate):
-    """The packed schedule (client_steps given: no padding steps) computes what the padded
-    vmapped round computes, over two rounds of two local epochs."""
+@pytest.mark.parametrize("schedule", ["packed", "sequential"])
+def test_unpadded_rounds_equal_padded_round(setup, aggregate, schedule):
+    """The packed schedule (client_steps given: no padding steps) and the sequential one
+    (one client after the other, each its own step count) compute what the padded vmapped
+    round computes, over two rounds of two local epochs."""
     split, stack, step, state, data = setup
     steps = fed.client_steps(stack, BATCH)
     assert len(set(steps)) > 1  # the clients really differ in size: phases are exercised
     kw = dict(aggregate=aggregate, local_epochs=2, batch_size=BATCH, num_clients=3, participants=3,
               entity_dim=MODEL.entity_dim)
     padded = jax.jit(fed.make_round(step, **kw))
-    packed = jax.jit(fed.make_round(step, **kw, client_steps=steps))
+    other = jax.jit(fed.make_round(step, **kw, client_steps=steps) if schedule == "packed" else
+                    fed.make_round(step, **kw, sequential=True))
     a, b = state, state
     for r in range(2):
         a, ma = padded(a, data, jax.random.key(r))
-        b, mb = packed(b, data, jax.random.key(r))
+        b, mb = other(b, data, jax.random.key(r))
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7), (a, ma), (b, mb))
     np.testing.assert_array_equal(b.clients.step, 4 * np.ceil(stack.num_train_C / BATCH))
+
+
+def test_sequential_round_trains_only_the_picked_clients_as_the_vmap(setup):
+    """With a fraction of the clients, the sequential round trains the same picked clients
+    to the same values as the vmapped one, and leaves the others as they were."""
+    split, stack, step, state, data = setup
+    kw = dict(aggregate=True, local_epochs=1, batch_size=BATCH, num_clients=3, participants=1,
+              entity_dim=MODEL.entity_dim)
+    a, ma = jax.jit(fed.make_round(step, **kw))(state, data, jax.random.key(5))
+    b, mb = jax.jit(fed.make_round(step, **kw, sequential=True))(state, data, jax.random.key(5))
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7), (a, ma), (b, mb))
+    trained = np.asarray(b.clients.step) > 0
+    assert trained.sum() == 1
+    np.testing.assert_array_equal(np.asarray(b.clients.params["relation"])[~trained],
+                                  np.asarray(state.clients.params["relation"])[~trained])
 
 
 def test_round_two_downloads_only_held_rows(setup):

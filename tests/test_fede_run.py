@@ -113,9 +113,12 @@ def test_bad_input_is_one_line(flags, msg, other_split, tmp_path, capsys):
     assert code == 2 and len(err) == 1 and err[0].startswith("error: ") and msg in err[0], err
 
 
-def test_client_axis_sharded_over_two_devices_matches_one(all_run, tmp_path):
+@pytest.mark.parametrize("schedule", ["sequential", "vmap"])
+def test_client_axis_sharded_over_two_devices_matches_one(all_run, tmp_path, schedule):
     """--devices :2 (fake CPU devices, in a subprocess): the client axis is split over the
-    devices (3 clients padded to 4); every round's metrics equal the one-device FedE run's."""
+    devices (3 clients padded to 4), each device training its clients in turn (shard_map)
+    or vmapped (the partitioned padded vmap); every round's metrics equal the one-device
+    FedE run's (there: the clients in turn, as on any CPU)."""
     import os
     import subprocess
     import sys
@@ -126,7 +129,7 @@ def test_client_axis_sharded_over_two_devices_matches_one(all_run, tmp_path):
     env = {**os.environ, "XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=2"), "JAX_PLATFORMS": "cpu",
            "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run([sys.executable, "-m", "jaxdl", "exp", "fede", "--devices", ":2", "--data", str(graph),
-                           "--out", str(tmp_path / "d2"), *SMOKE], env=env, cwd=REPO, capture_output=True,
+                           "--out", str(tmp_path / "d2"), "--schedule", schedule, *SMOKE], env=env, cwd=REPO, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     read = lambda p: [json.loads(line) for line in p.read_text().splitlines()]  # noqa: E731

@@ -1,12 +1,13 @@
 """Federated training on devices: the client axis of a FedE round split across them.
 
-All clients train in one compiled round (`jaxdl.train.federated.make_round`, vmapped over
-a leading client axis C). On several devices the clients are divided among them: the
+All clients train in one compiled round (`jaxdl.train.federated.make_round`, over a
+leading client axis C). On several devices the clients are divided among them: the
 stacked client state and data are sharded along C (padded with empty clients to a multiple
 of the device count; an empty client holds no triples and no entities, so it never trains,
-takes part or contributes), the server's table is replicated, and the jitted round
-partitions the vmapped local training by client; the aggregation's sum over clients
-becomes one all-reduce. Host copies (what checkpoints hold) have the real clients only, so
+takes part or contributes), the server's table is replicated, and the local training runs
+by client on each device: the jitted round partitions a vmapped local training, and a
+sequential one (clients one after the other) runs under `shard_map`, each device taking
+its own clients in turn. The aggregation's sum over clients becomes one all-reduce. Host copies (what checkpoints hold) have the real clients only, so
 a run can resume on another number of devices.
 """
 from __future__ import annotations
@@ -33,9 +34,11 @@ def _pad_clients(tree, count: int):
                         tree)
 
 
-def client_parallel(round_fn: Callable, state: FedState, data: ClientArrays, *, layout: Layout) -> Placed:
-    """The jitted `round_fn(state, data, key)` on `layout`'s devices, the client axis split
-    across them; state donated. `state` and `data` are host copies with the real clients."""
+def client_parallel(build: Callable, state: FedState, data: ClientArrays, *, layout: Layout) -> Placed:
+    """The jitted round `build(client_map)(state, data, key)` on `layout`'s devices, the
+    client axis split across them; state donated. `state` and `data` are host copies with
+    the real clients. On one device `client_map` is None; on several it is `shard_map` over
+    the client axis (a function of per-client arrays runs on each device's own clients)."""
     if processes.count() > 1:
         raise JaxdlError("federated training runs in one process (its client axis is split over that "
                          "process's devices); run it without `launch`")
@@ -48,6 +51,7 @@ def client_parallel(round_fn: Callable, state: FedState, data: ClientArrays, *, 
         data_on_devices = jax.device_put(data, devices[0])
         to_host = jax.device_get
         shardings = jax.tree.map(lambda _: SingleDeviceSharding(devices[0]), state)
+        round_fn = build(None)
     else:
         mesh = Mesh(np.asarray(devices), (CLIENT_AXIS,))
         by_client, replicated = NamedSharding(mesh, P(CLIENT_AXIS)), NamedSharding(mesh, P())
@@ -65,6 +69,13 @@ def client_parallel(round_fn: Callable, state: FedState, data: ClientArrays, *, 
 
         data_on_devices = jax.device_put(_pad_clients(data, padded), by_client)
         shardings = FedState(jax.tree.map(lambda _: by_client, state.clients), replicated, replicated)
+
+        def client_map(per_client: Callable) -> Callable:
+            # every value inside varies by client; check_vma would ask each loop's constants to say so
+            return jax.shard_map(per_client, mesh=mesh, in_specs=P(CLIENT_AXIS), out_specs=P(CLIENT_AXIS),
+                                 check_vma=False)
+
+        round_fn = build(client_map)
     jitted = jax.jit(round_fn, out_shardings=(shardings, None), donate_argnums=0)
     # compiled now, and refused now if a round cannot fit on the devices
     example = state if len(devices) == 1 else state._replace(clients=_pad_clients(state.clients, padded))

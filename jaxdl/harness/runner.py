@@ -49,10 +49,7 @@ def place(task: Task, layout: devices.Layout) -> devices.Placed:
     if callable(task.state):
         task.state = devices.make_checked(task.state)
     if isinstance(task.epoch, Rounds):
-        rounds = task.epoch
-        one = len(layout.devices) == 1 and rounds.one_device_round_fn is not None
-        return devices.client_parallel(rounds.one_device_round_fn if one else rounds.round_fn, task.state, rounds.data,
-                                       layout=layout)
+        return devices.client_parallel(task.epoch.build, task.state, task.epoch.data, layout=layout)
     if task.train_step is not None:  # a step of the experiment's own: not data-parallel
         if len(layout.devices) > 1:
             print(f"notice: this experiment's step is not data-parallel; it trains on {layout.devices[0]}",

@@ -36,13 +36,14 @@ class Batches:
 
 @dataclass
 class Rounds:
-    """A federated round `round_fn(state, data, key) -> (state, metrics)` over stacked clients
-    (`jaxdl.train.federated`); `data` is the host ClientArrays. `one_device_round_fn`: the
-    same round in a form that holds on one device only (used there when given)."""
+    """Federated rounds over stacked clients (`jaxdl.train.federated`). `build(client_map)`
+    returns the round `round_fn(state, data, key) -> (state, metrics)`: `client_map` is None
+    on one device; on several, the device room's transform that runs a function of
+    per-client arrays with the client axis split among the devices
+    (`jaxdl.devices.clients`). `data` is the host ClientArrays."""
 
-    round_fn: Callable
+    build: Callable
     data: Any
-    one_device_round_fn: Callable | None = None
 
 
 @dataclass

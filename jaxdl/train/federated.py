@@ -22,18 +22,23 @@ holding every training triple with global relation ids (the centralised upper bo
 
 Clients have different numbers of triples. A local epoch is exactly one pass over the
 client's own data, reshuffled each epoch, as if it trained alone: ceil(N_c / B) steps,
-rows past the client's count masked out of the loss. Two schedules compute it, bitwise
-the same (tests/test_fede.py):
+rows past the client's count masked out of the loss. Three schedules compute it, the same
+up to float rounding (tests/test_fede.py):
   * padded (`local_train` vmapped): every client runs the largest client's step count and
     a step with no real rows leaves that client's parameters, optimizer state and step
     counter untouched. Simple and shardable, but with clients of unequal size much of the
     work is padding.
-  * packed (`packed_local_train`, `make_round(client_steps=...)`, used when every client
-    trains on one device): the steps are cut into phases between the clients' distinct
-    step counts and each phase vmaps only the clients that still have real steps -- no
-    padding step is computed. With tiny clients the padded schedule's single phase can be
-    as fast: there padding is nearly free. `make bench` (the fede workloads) times both
-    against a Python loop of per-client programs.
+  * packed (`packed_local_train`, `make_round(client_steps=...)`, when every client trains
+    on one device): the steps are cut into phases between the clients' distinct step
+    counts and each phase vmaps only the clients that still have real steps -- no padding
+    step is computed, but each phase is one more copy of the step to compile. With tiny
+    clients the padded schedule's single phase can be as fast: there padding is nearly free.
+  * sequential (`sequential_local_train`, `make_round(sequential=True)`): a `lax.map`
+    over the clients, each taking its own number of steps; the step is compiled once.
+    What a CPU runs (a client's step already keeps its cores busy, so vmapping clients
+    together gains little there); on several devices each device takes its own clients
+    in turn (`client_map`, from jaxdl.devices.clients).
+`make bench` (the fede workloads) times them against a Python loop of per-client programs.
 
 The reference implementation (zjukg/FedE) trains a round differently; each difference is
 selectable here (`make_round`, `negative_extras`; the fede experiment's --semantics
@@ -334,6 +339,49 @@ def packed_local_train(train_step, state: TrainState, triples_CxNx3, mask_CxN, k
     return state, {"loss": loss_sum_C / jnp.maximum(steps, 1), "steps": steps, "finite": finite_C}
 
 
+def sequential_local_train(train_step, state: TrainState, triples_CxNx3, mask_CxN, keys_C, extras_C=None,
+                           active_C=None, *, local_epochs: int, batch_size: int):
+    """`local_train` of every stacked client, one client after the other, computing only real steps.
+
+    The same shuffles, batches and step keys as `jax.vmap(local_train)` and the packed
+    schedule, but a `lax.map` over the clients, each running its own ceil(N_c / B) steps a
+    local epoch in a loop whose trip count is data: the train step appears once in the
+    program, whatever the number of clients or their sizes (the packed schedule compiles
+    one copy per distinct size). Nothing is computed for a client's padding, nor for a
+    client whose `active_C` is False (it takes no step and reports zeros). Returns
+    (state, metrics_C) as the vmap does.
+    """
+    C, N = mask_CxN.shape
+    L, B = local_epochs, batch_size
+    active_C = jnp.ones((C,), bool) if active_C is None else active_C
+
+    def one_client(client):
+        state, triples_Nx3, mask_N, key, extras, active = client
+        count = mask_N.sum()
+        steps = (count + B - 1) // B
+
+        def plan(e):  # local_train's shuffle and step key of epoch e
+            k_order, k_steps = jax.random.split(jax.random.fold_in(key, e))
+            return prefix_shuffle(k_order, count, N), k_steps
+
+        order_LxN, ksteps_L = jax.vmap(plan)(jnp.arange(L))
+
+        def step(j, carry):
+            state, loss_sum, finite = carry
+            e, i = j // steps, j % steps
+            rows = jax.lax.dynamic_slice_in_dim(order_LxN[e], i * B, B)
+            batch = {"triples": triples_Nx3[rows], "mask": mask_N[rows], **extras}
+            state, metrics = train_step(state, batch, jax.random.fold_in(ksteps_L[e], i))
+            return state, loss_sum + metrics["loss"], finite & metrics["finite"]
+
+        total = jnp.where(active, L * steps, 0)
+        state, loss_sum, finite = jax.lax.fori_loop(0, total, step, (state, jnp.zeros((), jnp.float32),
+                                                                     jnp.ones((), bool)))
+        return state, {"loss": loss_sum / jnp.maximum(total, 1), "steps": total, "finite": finite}
+
+    return jax.lax.map(one_client, (state, triples_CxNx3, mask_CxN, keys_C, extras_C or {}, active_C))
+
+
 # ---------------------------------------------------------------------------------------
 # A round
 # ---------------------------------------------------------------------------------------
@@ -363,7 +411,8 @@ AVERAGES = ("participants", "holders")
 
 def make_round(train_step, *, aggregate: bool, local_epochs: int, batch_size: int, num_clients: int,
                participants: int, entity_dim: int, client_steps: tuple[int, ...] | None = None,
-               reset_optimizer=None, download: str = "held", average: str = "participants"):
+               reset_optimizer=None, download: str = "held", average: str = "participants",
+               sequential: bool = False, client_map=None):
     """The pure round `round_fn(state, data, key) -> (state, metrics)` (jit it).
 
     aggregate: True for FedE (download, local training, upload + mean), False for
@@ -386,6 +435,13 @@ def make_round(train_step, *, aggregate: bool, local_epochs: int, batch_size: in
         static). Given, a round where every client trains runs the packed schedule
         (`packed_local_train`: no padding steps, same result); else every client runs the
         largest client's step count with padding steps masked.
+    sequential: the training clients one after the other (`sequential_local_train`: no
+        padding steps, and one copy of the step in the program, whatever the clients'
+        sizes). Ignores `client_steps`.
+    client_map: for the sequential round on several devices, a transform of a function of
+        per-client arrays (clients on the leading axis of every argument and result) that
+        runs it with the client axis split among the devices, each device taking its own
+        clients one after the other (`jaxdl.devices.clients`). None: one device.
     """
     if download not in DOWNLOADS or average not in AVERAGES:
         raise ValueError(f"download must be one of {DOWNLOADS} and average one of {AVERAGES}")
@@ -395,6 +451,12 @@ def make_round(train_step, *, aggregate: bool, local_epochs: int, batch_size: in
                            batch_size=batch_size)
 
     train_clients = jax.vmap(one_client)  # every client at once: one program, not a loop
+
+    def train_in_turn(state, triples, mask, keys, extras, active):
+        return sequential_local_train(train_step, state, triples, mask, keys, extras, active,
+                                      local_epochs=local_epochs, batch_size=batch_size)
+
+    train_in_turn = train_in_turn if client_map is None else client_map(train_in_turn)
 
     def round_fn(state: FedState, data: ClientArrays, key):
         k_pick, k_train = jax.random.split(key)
@@ -416,7 +478,10 @@ def make_round(train_step, *, aggregate: bool, local_epochs: int, batch_size: in
             by_client = lambda a, b: jnp.where(participating.reshape((-1,) + (1,) * (a.ndim - 1)), a, b)  # noqa: E731
             clients = clients._replace(opt_state=jax.tree.map(by_client, fresh, clients.opt_state))
         keys_C = jax.vmap(lambda c: jax.random.fold_in(k_train, c))(jnp.arange(C_stack))
-        if index is None and client_steps is not None:  # every client, only its real steps
+        if sequential:  # a client that sits the round out takes no step
+            clients, local = train_in_turn(clients, data.train_CxNx3, data.train_mask_CxN, keys_C, data.batch_extras,
+                                           participating)
+        elif index is None and client_steps is not None:  # every client, only its real steps
             clients, local = packed_local_train(train_step, clients, data.train_CxNx3, data.train_mask_CxN, keys_C,
                                                 client_steps, data.batch_extras, local_epochs=local_epochs,
                                                 batch_size=batch_size)
