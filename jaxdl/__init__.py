@@ -10,20 +10,11 @@ starts without jax.
 """
 from __future__ import annotations
 
-import importlib
+from jaxdl.lazy import lazy_package
 
 __version__ = "0.1.0"
 
-_SUBPACKAGES = ("config", "data", "devices", "eval", "harness", "interpret", "losses", "matcalc", "models", "runs",
-                "train", "verify")
-_API = {"run": "jaxdl.api", "load_run": "jaxdl.api", "RunResult": "jaxdl.api"}
-__all__ = list(_SUBPACKAGES)  # and run, load_run, RunResult (jaxdl.api), resolved on first use
-
-
-def __getattr__(name: str):
-    """`jaxdl.models`, `jaxdl.run`, ...: imported when first named (PEP 562)."""
-    if name in _SUBPACKAGES:
-        return importlib.import_module(f"jaxdl.{name}")
-    if name in _API:
-        return getattr(importlib.import_module(_API[name]), name)
-    raise AttributeError(f"module 'jaxdl' has no attribute {name!r}")
+# `jaxdl.models`, `jaxdl.run`, ...: imported when first named (PEP 562)
+__all__, __getattr__, __dir__ = lazy_package(__name__, (
+    "config", "data", "devices", "eval", "harness", "interpret", "losses", "matcalc", "models", "runs", "train",
+    "verify"), {"run": "api", "load_run": "api", "RunResult": "api"})

@@ -1,7 +1,7 @@
-"""Data: readers, synthetic sets with known answers, keyed shuffles. Nothing here downloads in tests."""
-from jaxdl.data import classification, federated, kg, randomness, synthetic, tabular, text
-from jaxdl.data.classification import load_classification
-from jaxdl.data.kg import load_kg, synthetic_kg
+"""Data: readers, synthetic sets with known answers, keyed shuffles. Nothing here downloads in tests.
+Submodules are imported when first named."""
+from jaxdl.lazy import lazy_package
 
-__all__ = ["classification", "federated", "kg", "load_classification", "load_kg", "randomness", "synthetic",
-           "synthetic_kg", "tabular", "text"]
+__all__, __getattr__, __dir__ = lazy_package(__name__, (
+    "bounded", "classification", "download", "fashion_mnist", "federated", "idx", "kg", "named", "randomness",
+    "reference_split", "synthetic", "tabular", "text"), {"load_classification": "classification", "load_kg": "kg", "synthetic_kg": "kg"})

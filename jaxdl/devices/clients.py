@@ -13,6 +13,7 @@ a run can resume on another number of devices.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import jax
 import numpy as np
@@ -23,7 +24,9 @@ from jaxdl.devices import processes
 from jaxdl.devices.data_parallel import Layout, Placed
 from jaxdl.devices.memory import abstract, compile_checked
 from jaxdl.errors import JaxdlError
-from jaxdl.train.federated import ClientArrays, FedState
+
+if TYPE_CHECKING:  # the round's types; the module itself is imported by whoever builds the round
+    from jaxdl.train.federated import ClientArrays, FedState
 
 CLIENT_AXIS = "clients"
 
@@ -39,6 +42,8 @@ def client_parallel(build: Callable, state: FedState, data: ClientArrays, *, lay
     client axis split across them; state donated. `state` and `data` are host copies with
     the real clients. On one device `client_map` is None; on several it is `shard_map` over
     the client axis (a function of per-client arrays runs on each device's own clients)."""
+    from jaxdl.train.federated import FedState
+
     if processes.count() > 1:
         raise JaxdlError("federated training runs in one process (its client axis is split over that "
                          "process's devices); run it without `launch`")

@@ -1,14 +1,7 @@
-"""Pure, keyword-clear loss functions. Per-example forms return shape (B,); reduce with `mean`."""
-from jaxdl.losses import classification, dense, kge, word2vec
-from jaxdl.losses.dense import (
-    accuracy,
-    cross_entropy,
-    cross_entropy_naive,
-    gaussian_nll,
-    masked_mean,
-    softmax_naive,
-    squared_loss,
-)
+"""Pure, keyword-clear loss functions. Per-example forms return shape (B,); reduce with `mean`.
+Submodules are imported when first named."""
+from jaxdl.lazy import lazy_package
 
-__all__ = ["accuracy", "classification", "cross_entropy", "cross_entropy_naive", "dense", "gaussian_nll", "kge",
-           "masked_mean", "softmax_naive", "squared_loss", "word2vec"]
+__all__, __getattr__, __dir__ = lazy_package(__name__, ("classification", "dense", "kge", "word2vec"), {
+    name: "dense" for name in ("accuracy", "cross_entropy", "cross_entropy_naive", "gaussian_nll", "masked_mean",
+                               "softmax_naive", "squared_loss")})

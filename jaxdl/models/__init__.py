@@ -1,6 +1,7 @@
-"""Models as pure functions: `init(key, ...) -> params` (a pytree) and `apply(params, X) -> out`."""
-from jaxdl.models import dense, init, kge, linen, word2vec
-from jaxdl.models.dense import linreg_apply, linreg_init, mlp_apply, mlp_init, softmax_apply, softmax_init
+"""Models as pure functions: `init(key, ...) -> params` (a pytree) and `apply(params, X) -> out`.
+Submodules are imported when first named."""
+from jaxdl.lazy import lazy_package
 
-__all__ = ["dense", "init", "kge", "linen", "linreg_apply", "linreg_init", "mlp_apply", "mlp_init", "softmax_apply",
-           "softmax_init", "word2vec"]
+__all__, __getattr__, __dir__ = lazy_package(__name__, ("dense", "init", "kge", "linen", "word2vec"), {
+    name: "dense" for name in ("linreg_apply", "linreg_init", "mlp_apply", "mlp_init", "softmax_apply",
+                               "softmax_init")})

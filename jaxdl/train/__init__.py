@@ -1,8 +1,8 @@
-"""The pure training core: the one step, the scanned epoch, optimizers, FedE's round."""
-from jaxdl.train import epoch, federated, optim, sparse, step
-from jaxdl.train.epoch import make_scan_epoch, shuffled_batches, shuffled_indices, take_rows
-from jaxdl.train.optim import make_optimizer, sgd
-from jaxdl.train.step import TrainState, init_state, make_train_step
+"""The pure training core: the one step, the scanned epoch, optimizers, FedE's round.
+Submodules are imported when first named."""
+from jaxdl.lazy import lazy_package
 
-__all__ = ["TrainState", "epoch", "federated", "init_state", "make_optimizer", "make_scan_epoch", "make_train_step",
-           "optim", "sgd", "shuffled_batches", "shuffled_indices", "sparse", "step", "take_rows"]
+__all__, __getattr__, __dir__ = lazy_package(__name__, ("epoch", "federated", "fusion", "optim", "sparse", "step"), {
+    "make_scan_epoch": "epoch", "shuffled_batches": "epoch", "shuffled_indices": "epoch", "take_rows": "epoch",
+    "make_optimizer": "optim", "sgd": "optim", "TrainState": "step", "init_state": "step",
+    "make_train_step": "step"})
