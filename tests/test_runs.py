@@ -202,8 +202,10 @@ def test_checkpoint_damage_is_detected_and_the_intact_older_one_offered(tmp_path
         tree["state"].params["w"] = tree["state"].params["w"] + np.float32(1e-6)
         shutil.rmtree(ckpt_dir / "4")
         mngr = checkpoint.manager(ckpt_dir)
-        mngr.save(4, args=checkpoint.ocp.args.Composite(state=checkpoint.ocp.args.StandardSave(tree),
-                                                       meta=checkpoint.ocp.args.JsonSave(meta)), force=True)
+        import orbax.checkpoint as ocp
+
+        mngr.save(4, args=ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)),
+                  force=True)
     else:  # a byte flipped on disk
         target = ckpt_dir / "4/state/manifest.ocdbt"
         raw = bytearray(target.read_bytes())

@@ -41,13 +41,22 @@ class Checkpointer:
         self.run, self.every, self.to_host, self.params_of = run, every, to_host, params_of
         self.resume_command, self.share = resume_command, share
         self.key_data = jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-        self.mngr = checkpoint.manager(run.dir / CKPT_DIR, **(manager_options or {})) if run.is_writer else None
-        self.saved: set[int] = set(self.mngr.all_steps()) if self.mngr is not None else set()
+        self._folder, self._options, self._mngr = run.dir / CKPT_DIR, manager_options or {}, None
+        if run.is_writer and self._folder.exists() and (not self._folder.is_dir() or any(self._folder.iterdir())):
+            self._mngr = self.mngr  # something to restore (or refuse) now; a fresh run opens it at its first save
+        self.saved: set[int] = set(self._mngr.all_steps()) if self._mngr is not None else set()
+
+    @property
+    def mngr(self):
+        """The checkpoint manager (the writing process only), opened on first use."""
+        if self._mngr is None and self.run.is_writer:
+            self._mngr = checkpoint.manager(self._folder, **self._options)
+        return self._mngr
 
     def restore(self, host_state, max_epochs: int) -> Loop:
         """A Loop at the newest checkpoint (state still on the host), or at epoch 0."""
         template = {"state": host_state, "best_params": self.params_of(host_state), "key": self.key_data}
-        restored = checkpoint.restore(self.mngr, template) if self.mngr is not None else None
+        restored = checkpoint.restore(self._mngr, template) if self._mngr is not None else None
         if self.share is not None:  # several processes: process 0 read it, the others receive it
             restored = self.share(restored, template)
         if restored is None:

@@ -19,21 +19,32 @@ import hashlib
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from jaxdl.errors import JaxdlError
 from jaxdl.runs.files import write_bytes_atomic
+
+if TYPE_CHECKING:
+    import orbax.checkpoint as ocp
 
 logging.getLogger("absl").setLevel(logging.ERROR)
 MANIFEST = "jaxdl_files.sha256"
 
 
+def _orbax():
+    """orbax.checkpoint, imported when a run first saves or restores (it takes a while to load)."""
+    import orbax.checkpoint
+
+    return orbax.checkpoint
+
+
 def manager(ckpt_dir: Path, *, max_to_keep: int = 2, primary_process: int | None = None) -> ocp.CheckpointManager:
     """An orbax manager for `ckpt_dir`. `primary_process`: in a job of several processes, the
     one that saves (orbax's barriers are then kept to it alone)."""
+    ocp = _orbax()
     if primary_process is not None:
         Path(ckpt_dir).mkdir(parents=True, exist_ok=True)
         solo = ocp.options.MultiprocessingOptions(primary_host=primary_process, active_processes={primary_process})
@@ -66,6 +77,7 @@ def tree_digest(tree) -> str:
 
 def save(mngr: ocp.CheckpointManager, epoch: int, tree, meta: dict) -> None:
     """Save `tree` (arrays) and `meta` (JSON) as checkpoint `epoch`; blocks until durable."""
+    ocp = _orbax()
     tree = jax.tree.map(np.asarray, jax.device_get(tree))
     meta = {**meta, "shapes": tree_shapes(tree), "sha256": tree_digest(tree)}
     mngr.save(epoch, args=ocp.args.Composite(state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave(meta)),
@@ -108,6 +120,7 @@ class _Damaged(Exception):
 
 def _load(mngr, epoch: int, template, abstract):
     """(tree, meta) of checkpoint `epoch`; JaxdlError if incompatible, _Damaged if corrupt."""
+    ocp = _orbax()
     _check_manifest(Path(mngr.directory) / str(epoch))
     try:
         meta = mngr.restore(epoch, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
