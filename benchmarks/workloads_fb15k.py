@@ -173,7 +173,7 @@ def _fede_workload(name: str, graph: str, clients: int, rounds: int, *, validate
             return record
         fede, cfg, kg, split, task = fede_setup(folder, clients)
         data = task.epoch.data
-        state = jax.device_put(task.state)
+        state = jax.device_put(task.state())  # the experiment hands its state over as a function
         state_bytes, data_bytes = tree_bytes(state), tree_bytes(data)
         params_bytes, opt_bytes = tree_bytes(state.clients.params), tree_bytes(state.clients.opt_state)
         keys = iter(jax.random.split(jax.random.key(1), rounds + 1))

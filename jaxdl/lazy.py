@@ -10,7 +10,8 @@ def lazy_package(package: str, submodules: tuple[str, ...], exports: dict[str, s
                  ) -> tuple[list[str], Callable, Callable]:
     """(__all__, __getattr__, __dir__) for `package`: `package.sub` imports the submodule
     `sub` on first use, and `package.name` for `name` in `exports` (name -> submodule)
-    returns that submodule's attribute."""
+    returns that submodule's attribute. `__all__` names the submodules (where each
+    exported name is documented); `dir(package)` lists the exported names too."""
     exports = exports or {}
     names = sorted({*submodules, *exports})
 
@@ -24,4 +25,4 @@ def lazy_package(package: str, submodules: tuple[str, ...], exports: dict[str, s
     def __dir__() -> list[str]:
         return names
 
-    return names, __getattr__, __dir__
+    return sorted(submodules), __getattr__, __dir__
