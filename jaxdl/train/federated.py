@@ -288,6 +288,30 @@ def _phases(total_steps_C) -> list[tuple[int, int, np.ndarray]]:
     return phases
 
 
+def _epoch_plan(key, count, num_rows: int, local_epochs: int):
+    """`local_train`'s shuffle (the `count` real rows of `num_rows`) and step key of every
+    local epoch: (order_LxN, ksteps_L)."""
+    def one(e):
+        k_order, k_steps = jax.random.split(jax.random.fold_in(key, e))
+        return prefix_shuffle(k_order, count, num_rows), k_steps
+
+    return jax.vmap(one)(jnp.arange(local_epochs))
+
+
+def _planned_step(train_step, triples_Nx3, mask_N, order_LxN, ksteps_L, extras, steps, batch_size: int):
+    """Step j of one client's local training as `local_train` takes it (epoch j // steps,
+    batch j % steps): `step(j, (state, loss_sum, finite)) -> (state, loss_sum, finite)`."""
+    def step(j, carry):
+        state, loss_sum, finite = carry
+        e, i = j // steps, j % steps
+        rows = jax.lax.dynamic_slice_in_dim(order_LxN[e], i * batch_size, batch_size)
+        batch = {"triples": triples_Nx3[rows], "mask": mask_N[rows], **extras}
+        state, metrics = train_step(state, batch, jax.random.fold_in(ksteps_L[e], i))
+        return state, loss_sum + metrics["loss"], finite & metrics["finite"]
+
+    return step
+
+
 def packed_local_train(train_step, state: TrainState, triples_CxNx3, mask_CxN, keys_C, steps_C, extras_C=None, *,
                        local_epochs: int, batch_size: int):
     """`local_train` of every stacked client, computing only real steps.
@@ -303,27 +327,15 @@ def packed_local_train(train_step, state: TrainState, triples_CxNx3, mask_CxN, k
     steps_C = np.asarray(steps_C, np.int32)
     total_C = L * steps_C
 
-    def epoch_plan(key, mask_N):  # local_train's shuffles and step keys, every epoch at once
-        def one(e):
-            k_order, k_steps = jax.random.split(jax.random.fold_in(key, e))
-            return prefix_shuffle(k_order, mask_N.sum(), N), k_steps
-        return jax.vmap(one)(jnp.arange(L))
-
-    order_CxLxN, ksteps_CxL = jax.vmap(epoch_plan)(keys_C, mask_CxN)
+    order_CxLxN, ksteps_CxL = jax.vmap(lambda key, mask_N: _epoch_plan(key, mask_N.sum(), N, L))(keys_C, mask_CxN)
     loss_sum_C = jnp.zeros((C,), jnp.float32)
     finite_C = jnp.ones((C,), bool)
 
     def client_phase(first: int, end: int):
         def run(state, loss_sum, finite, triples_Nx3, mask_N, order_LxN, ksteps_L, extras, steps):
-            def step(carry, j):
-                state, loss_sum, finite = carry
-                e, i = j // steps, j % steps
-                rows = jax.lax.dynamic_slice_in_dim(order_LxN[e], i * B, B)
-                batch = {"triples": triples_Nx3[rows], "mask": mask_N[rows], **extras}
-                state, metrics = train_step(state, batch, jax.random.fold_in(ksteps_L[e], i))
-                return (state, loss_sum + metrics["loss"], finite & metrics["finite"]), None
-
-            carry, _ = jax.lax.scan(step, (state, loss_sum, finite), jnp.arange(first, end))
+            step = _planned_step(train_step, triples_Nx3, mask_N, order_LxN, ksteps_L, extras, steps, B)
+            carry, _ = jax.lax.scan(lambda carry, j: (step(j, carry), None), (state, loss_sum, finite),
+                                    jnp.arange(first, end))
             return carry
         return jax.vmap(run)
 
@@ -348,7 +360,7 @@ def sequential_local_train(train_step, state: TrainState, triples_CxNx3, mask_Cx
     local epoch in a loop whose trip count is data: the train step appears once in the
     program, whatever the number of clients or their sizes (the packed schedule compiles
     one copy per distinct size). Nothing is computed for a client's padding, nor for a
-    client whose `active_C` is False (it takes no step and reports zeros). Returns
+    client whose `active_C` is False (it takes no step: loss and steps 0). Returns
     (state, metrics_C) as the vmap does.
     """
     C, N = mask_CxN.shape
@@ -359,21 +371,8 @@ def sequential_local_train(train_step, state: TrainState, triples_CxNx3, mask_Cx
         state, triples_Nx3, mask_N, key, extras, active = client
         count = mask_N.sum()
         steps = (count + B - 1) // B
-
-        def plan(e):  # local_train's shuffle and step key of epoch e
-            k_order, k_steps = jax.random.split(jax.random.fold_in(key, e))
-            return prefix_shuffle(k_order, count, N), k_steps
-
-        order_LxN, ksteps_L = jax.vmap(plan)(jnp.arange(L))
-
-        def step(j, carry):
-            state, loss_sum, finite = carry
-            e, i = j // steps, j % steps
-            rows = jax.lax.dynamic_slice_in_dim(order_LxN[e], i * B, B)
-            batch = {"triples": triples_Nx3[rows], "mask": mask_N[rows], **extras}
-            state, metrics = train_step(state, batch, jax.random.fold_in(ksteps_L[e], i))
-            return state, loss_sum + metrics["loss"], finite & metrics["finite"]
-
+        order_LxN, ksteps_L = _epoch_plan(key, count, N, L)
+        step = _planned_step(train_step, triples_Nx3, mask_N, order_LxN, ksteps_L, extras, steps, B)
         total = jnp.where(active, L * steps, 0)
         state, loss_sum, finite = jax.lax.fori_loop(0, total, step, (state, jnp.zeros((), jnp.float32),
                                                                      jnp.ones((), bool)))
