@@ -343,7 +343,7 @@ def plot_round_curves(records: list[dict], path: Path, *, title: str = "") -> No
     if not records:
         return
     fig = Figure(figsize=(11, 4))
-    ax_loss, ax_mrr = fig.subplots(1, 2)
+    ax_loss, ax_mrr = fig.subplots(1, 2, sharex=True)  # both over the rounds run, also with one validation
     rounds = [r["epoch"] for r in records]
     ax_loss.plot(rounds, [r.get("train_loss", np.nan) for r in records])
     ax_loss.set(xlabel="round", ylabel="local training loss")
@@ -351,7 +351,7 @@ def plot_round_curves(records: list[dict], path: Path, *, title: str = "") -> No
     clients = sorted({k for r in evals for k in r if k.startswith("valid_mrr_client")}, key=lambda k: int(k[16:]))
     for k in clients:
         ax_mrr.plot([r["epoch"] for r in evals], [r[k] if r[k] is not None else np.nan for r in evals],
-                    alpha=0.5, label=k.replace("valid_mrr_", ""))
+                    ".-", alpha=0.5, label=k.replace("valid_mrr_", ""))
     ax_mrr.plot([r["epoch"] for r in evals], [r["valid_mrr"] for r in evals], "k.-", label="weighted")
     ax_mrr.set(xlabel="round", ylabel="validation MRR (filtered)", ylim=(-0.02, 1.02))
     for ax in (ax_loss, ax_mrr):
@@ -372,6 +372,8 @@ def plot_comparison(curves: dict[str, list[dict]], path: Path, *, title: str = "
         evals = [r for r in records if "valid_mrr" in r]
         ax.plot([r["epoch"] for r in evals], [r["valid_mrr"] for r in evals], ".-", label=setting)
     ax.set(xlabel="round", ylabel=f"validation MRR, {protocol} protocol", title=title, ylim=(-0.02, 1.02))
+    last = max((r["epoch"] for records in curves.values() for r in records), default=1)
+    ax.set_xlim(0.5, last + 0.5)  # every round run, also when few were validated
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right")  # the curves rise to the top left; their end is top right
