@@ -152,7 +152,7 @@ class Config(KGEOptions, TrainConfig):
     schedule: str = field(default="auto", metadata=doc(
         "how one device trains the clients of a round: vmapped together (without padding steps), or one after "
         "the other (the step compiled once, whatever the clients); auto: one after the other on a CPU, vmapped "
-        "on an accelerator. Several devices always split the vmapped clients among them",
+        "on an accelerator. On several devices each trains its own share of the clients that way",
         choices=("auto", "vmap", "sequential")))
     split: str = field(default="", metadata=doc(
         "reuse a saved split.npz, or read the FedE reference code's pickle (.pkl; it carries its own graph) "

@@ -4,11 +4,12 @@ All clients train in one compiled round (`jaxdl.train.federated.make_round`, ove
 leading client axis C). On several devices the clients are divided among them: the
 stacked client state and data are sharded along C (padded with empty clients to a multiple
 of the device count; an empty client holds no triples and no entities, so it never trains,
-takes part or contributes), the server's table is replicated, and the local training runs
-by client on each device: the jitted round partitions a vmapped local training, and a
-sequential one (clients one after the other) runs under `shard_map`, each device taking
-its own clients in turn. The aggregation's sum over clients becomes one all-reduce. Host copies (what checkpoints hold) have the real clients only, so
-a run can resume on another number of devices.
+takes part or contributes), the server's table is replicated, and each device trains its
+own clients: the jitted round partitions a vmapped local training, and a sequential one
+(clients one after the other) runs under `shard_map`, each device taking its clients in
+turn. The aggregation's sum over clients becomes one all-reduce. Host copies (what
+checkpoints hold) have the real clients only, so a run can resume on another number of
+devices.
 """
 from __future__ import annotations
 
