@@ -82,7 +82,8 @@ def measure_peak(quick: bool) -> dict:
         t = time_call(jax.jit(jnp.dot), A, B, warmup=2, repeats=5 if quick else 10, min_seconds=0.0 if quick else 2.0)
         gflop = 2 * n**3 / 1e9
         prefix = "peak" if dtype == jnp.float32 else "peak_bf16"
-        out.update({f"{prefix}_gflops": gflop / (t["p10_ms"] / 1e3), f"{prefix}_median_gflops": gflop / (t["median_ms"] / 1e3)})
+        out.update({f"{prefix}_gflops": gflop / (t["p10_ms"] / 1e3),
+                    f"{prefix}_median_gflops": gflop / (t["median_ms"] / 1e3)})
     return {**out, "peak_matmul_n": n, "peak_repeats": t["repeats"]}
 
 

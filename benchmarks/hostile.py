@@ -127,7 +127,8 @@ def file_cases(scratch: Path) -> list[Case]:
         "word2vec", ["--corpus", str(zip_of("bomb.zip", "ptb/ptb.train.txt", repeated(nul_mib, 4096)))])
     made["corpus: 2 GiB of words in a zip (JAXDL_READ_LIMIT 64 MiB)"] = (
         "word2vec", ["--corpus", str(zip_of("words.zip", "ptb/ptb.train.txt", repeated(words_block, 1400)))])
-    made["corpus: a zip without the member"] = ("word2vec", ["--corpus", str(zip_of("other.zip", "x.txt", repeated(words_block, 1)))])
+    made["corpus: a zip without the member"] = (
+        "word2vec", ["--corpus", str(zip_of("other.zip", "x.txt", repeated(words_block, 1)))])
     (files / "nul.txt").write_bytes(b"\0" * 10000)
     made["corpus: NUL bytes"] = ("word2vec", ["--corpus", str(files / "nul.txt")])
     (files / "empty.txt").write_bytes(b"")

@@ -106,16 +106,14 @@ def build(kg, settings: dict, num_clients: int = NUM_CLIENTS, seed: int = 0):
     looped = _looped_round(step, own, exchange, local_epochs=L, batch_size=B)
     looped_steps = _looped_steps_round(step, own, exchange, local_epochs=L, batch_size=B)
 
-    def vmapped_round(server_entity, key):
-        return vmapped(state._replace(server_entity=server_entity), data, key)[0].server_entity
+    def from_server(round_fn):
+        """(server_entity, key) -> the server's table after one round of `round_fn`."""
+        def one_round(server_entity, key):
+            return round_fn(state._replace(server_entity=server_entity), data, key)[0].server_entity
+        return one_round
 
-    def padded_round(server_entity, key):
-        return padded(state._replace(server_entity=server_entity), data, key)[0].server_entity
-
-    def sequential_round(server_entity, key):
-        return in_turn(state._replace(server_entity=server_entity), data, key)[0].server_entity
-
-    return vmapped_round, padded_round, sequential_round, looped, looped_steps, state.server_entity, split
+    return (from_server(vmapped), from_server(padded), from_server(in_turn), looped, looped_steps, state.server_entity,
+            split)
 
 
 def _server_exchange(data, num_clients: int):

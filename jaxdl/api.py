@@ -11,7 +11,6 @@ otherwise, so running a notebook cell twice just runs again.
 from __future__ import annotations
 
 import contextlib
-
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any

@@ -160,8 +160,8 @@ def test_flop_count_matches_xla_cost_analysis(hidden):
 def test_fede_bench_rounds_all_compute_the_same_round():
     """The FedE workload's five rounds time one computation: the vmapped (packed and padded)
     and sequential rounds, the per-client loop and the loop of steps give the same server table."""
-    vmapped, padded, sequential, looped, looped_steps, server, _ = wf.build(synthetic_kg(seed=0, side=6, offsets=wf.GRID12),
-                                                                wf.QUICK)
+    graph = synthetic_kg(seed=0, side=6, offsets=wf.GRID12)
+    vmapped, padded, sequential, looped, looped_steps, server, _ = wf.build(graph, wf.QUICK)
     key = jax.random.key(1)
     reference = np.asarray(looped(server, key))
     assert np.abs(reference - np.asarray(server)).max() > 1e-3  # the round trains

@@ -129,8 +129,8 @@ def test_client_axis_sharded_over_two_devices_matches_one(all_run, tmp_path, sch
     env = {**os.environ, "XLA_FLAGS": xla_flags("--xla_force_host_platform_device_count=2"), "JAX_PLATFORMS": "cpu",
            "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run([sys.executable, "-m", "jaxdl", "exp", "fede", "--devices", ":2", "--data", str(graph),
-                           "--out", str(tmp_path / "d2"), "--schedule", schedule, *SMOKE], env=env, cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+                           "--out", str(tmp_path / "d2"), "--schedule", schedule, *SMOKE], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     read = lambda p: [json.loads(line) for line in p.read_text().splitlines()]  # noqa: E731
     one, two = read(out / "fede" / "metrics.jsonl"), read(tmp_path / "d2" / "metrics.jsonl")

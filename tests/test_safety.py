@@ -11,8 +11,8 @@ import subprocess
 
 import psutil
 import pytest
-from conftest import xla_flags
 
+from conftest import xla_flags
 from jaxdl.cli import main as cli_main
 from jaxdl.errors import JaxdlError
 from jaxdl.runs import files, ps, registry

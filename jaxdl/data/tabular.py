@@ -39,8 +39,8 @@ def shipped_digits() -> np.ndarray:
     sooner to a first epoch. Falls back to `sklearn.datasets.load_digits`."""
     spec = importlib.util.find_spec("sklearn")  # locates the package without running it
     folders = list(spec.submodule_search_locations or []) if spec is not None else []
-    path = next((Path(f) / "datasets" / "data" / "digits.csv.gz" for f in folders
-                 if (Path(f) / "datasets" / "data" / "digits.csv.gz").is_file()), None)
+    files = [Path(f) / "datasets" / "data" / "digits.csv.gz" for f in folders]
+    path = next((p for p in files if p.is_file()), None)
     if path is not None:
         with gzip.open(path, "rt") as f:
             table = np.loadtxt(f, delimiter=",")
