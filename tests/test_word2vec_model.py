@@ -92,11 +92,12 @@ def _batches(seed=4):
     return jax.tree.map(jnp.asarray, sg), jax.tree.map(jnp.asarray, cb)
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["per-pair", "shared"])
 @pytest.mark.parametrize("kind", ["skipgram", "cbow"])
-def test_row_sparse_step_equals_dense_optax_sgd(kind):
+def test_row_sparse_step_equals_dense_optax_sgd(kind, shared):
     noise = jnp.asarray(text.packed_alias_table(text.noise_distribution(np.arange(V) + 1.0)))
     make = losses.skipgram_objective if kind == "skipgram" else losses.cbow_objective
-    objective = make(noise=noise, num_negatives=K)
+    objective = make(noise=noise, num_negatives=K, shared=shared)
     sg, cb = _batches()
     batch = sg if kind == "skipgram" else cb
     params = _params(5)
@@ -110,6 +111,40 @@ def test_row_sparse_step_equals_dense_optax_sgd(kind):
     assert not jnp.allclose(s_state.params["W_out"], params["W_out"])  # it did update
     assert float(s_m["loss"]) == pytest.approx(float(d_m["loss"]), rel=1e-6)
     assert int(s_m["examples"]) == B - 2 and bool(s_m["finite"]) and int(s_state.step) == 1
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["per-pair", "shared"])
+@pytest.mark.parametrize("kind", ["skipgram", "cbow"])
+def test_hand_row_gradients_equal_autodiff(kind, shared):
+    """The objectives' hand-derived row gradients against jax.grad of their own loss, in
+    float64, with repeated rows, masked negatives and a padding example."""
+    noise = jnp.asarray(text.packed_alias_table(text.noise_distribution(np.arange(V) + 1.0)))
+    make = losses.skipgram_objective if kind == "skipgram" else losses.cbow_objective
+    objective = make(noise=noise, num_negatives=K, shared=shared)
+    sg, cb = _batches()
+    with jax.enable_x64(True):
+        params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64) * 20, _params(8))  # sigmoids far from 1/2
+        indices, inputs = objective.select(sg if kind == "skipgram" else cb, jax.random.key(3))
+        rows = sparse.gather_rows(params, indices)
+        (loss, aux), grads = objective.value_and_row_grads(rows, inputs)
+        (ad_loss, ad_aux), ad_grads = jax.value_and_grad(objective.loss_on_rows, has_aux=True)(rows, inputs)
+        chex.assert_trees_all_close(grads, ad_grads, rtol=1e-10, atol=1e-12)
+        assert float(loss) == pytest.approx(float(ad_loss), rel=1e-12) and int(aux["examples"]) == int(ad_aux["examples"])
+        assert float(jnp.abs(grads["W_out"]).max()) > 1e-3  # not trivially zero
+
+
+def test_shared_negatives_are_one_draw_per_batch():
+    noise = jnp.asarray(text.packed_alias_table(np.r_[0.0, 0.9, 0.1]))  # word 1 is nearly always drawn
+    objective = losses.skipgram_objective(noise=noise, num_negatives=40, shared=True)
+    batch = {"center": jnp.array([2, 2, 1]), "context": jnp.array([1, 2, 2]), "mask": jnp.array([True, False, True])}
+    indices, inputs = jax.jit(objective.select)(batch, jax.random.key(0))
+    rows, mask = np.asarray(indices["W_out"]), np.asarray(inputs["mask_BxK"])
+    np.testing.assert_array_equal(rows[:3], [1, 2, 2])  # the positives, then the batch's K noise words
+    negatives = rows[3:]
+    assert len(negatives) == 40 and set(negatives) == {1, 2}  # <unk> has probability 0
+    np.testing.assert_array_equal(mask[0], negatives != 1)
+    assert not mask[1].any()  # a padding example counts nothing
+    np.testing.assert_array_equal(mask[2], negatives != 2)
 
 
 def test_skip_inactive_leaves_params_and_counts_the_step():
@@ -147,7 +182,7 @@ def test_linear_decay_by_progress_is_gensims_schedule():
 
 def test_negatives_never_equal_positive_after_masking():
     noise = jnp.asarray(text.packed_alias_table(np.r_[0.0, 0.9, 0.1]))  # word 1 is nearly always drawn
-    select, _ = losses.skipgram_objective(noise=noise, num_negatives=6)
+    select = losses.skipgram_objective(noise=noise, num_negatives=6).select
     batch = {"center": jnp.array([2, 2]), "context": jnp.array([1, 2]), "mask": jnp.array([True, False])}
     indices, inputs = jax.jit(select)(batch, jax.random.key(0))
     targets, mask = np.asarray(indices["W_out"]), np.asarray(inputs["mask_BxT"])

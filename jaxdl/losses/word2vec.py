@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from jaxdl.data.text import sample_alias
 from jaxdl.models import word2vec as w2v
+from jaxdl.train.sparse import RowObjective
 
 
 def sigmoid_bce(*, logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -46,7 +47,15 @@ def full_softmax_loss(*, logits_BxV: jax.Array, targets_B: jax.Array) -> jax.Arr
 
 
 # ---------------------------------------------------------------------------------------
-# Objectives for training: (select, loss_on_rows) pairs for jaxdl.train.sparse
+# Objectives for training: `RowObjective`s for jaxdl.train.sparse
+#
+# Negatives are drawn either per pair (word2vec.c and the book: each example draws its own
+# K noise words) or once per batch (`shared=True`: one draw of K noise words that every
+# example of the batch scores against). Either way each example's K negatives are K
+# independent draws from the noise distribution, so each example's loss is the same
+# random variable; sharing only correlates examples within a batch. It gathers and
+# scatters B + K rows of W_out instead of B (1 + K), and scores the negatives with one
+# (B, D) x (D, K) product.
 # ---------------------------------------------------------------------------------------
 def _targets_and_mask(key, positive_B, example_mask_B, noise, num_negatives):
     """[positive, K noise words] per example and their mask: padding examples are masked,
@@ -57,6 +66,14 @@ def _targets_and_mask(key, positive_B, example_mask_B, noise, num_negatives):
     return targets_BxT, mask_BxT & example_mask_B[:, None]
 
 
+def _shared_targets_and_mask(key, positive_B, example_mask_B, noise, num_negatives):
+    """The W_out rows [B positives, then the batch's K noise words] (B + K,) and which
+    (example, noise word) scores count (B, K): not padding, not the example's true target."""
+    negatives_K = sample_alias(key, noise, (num_negatives,))
+    mask_BxK = (negatives_K[None, :] != positive_B[:, None]) & example_mask_B[:, None]
+    return jnp.concatenate([positive_B, negatives_K]), mask_BxK
+
+
 def _ns_loss_and_metrics(logits_BxT, mask_BxT, example_mask_B):
     labels = positive_then_negatives(logits_BxT.shape[1] - 1, logits_BxT.dtype)
     per_example = negative_sampling_loss(logits_BxT=logits_BxT, labels_BxT=labels[None, :],
@@ -64,17 +81,78 @@ def _ns_loss_and_metrics(logits_BxT, mask_BxT, example_mask_B):
     return per_example.sum(), {"examples": example_mask_B.sum()}
 
 
-def skipgram_objective(*, noise, num_negatives: int):
+def ns_value_and_grads(h_BxD, u_targets_BxTxD, mask_BxT, example_mask_B):
+    """The summed negative-sampling loss and its hand-derived gradients (`make verify`):
+    with g = (sigma(s) - y) * mask = dL/ds,  dL/dh = sum_t g_t u_t  and  dL/du_t = g_t h.
+    Returns ((loss, metrics), dL/dh (B, D), dL/du (B, T, D))."""
+    logits = w2v.scores_from_rows(h_BxD, u_targets_BxTxD)
+    labels = positive_then_negatives(logits.shape[1] - 1, logits.dtype)[None, :]
+    mask = mask_BxT.astype(logits.dtype)
+    loss = jnp.sum(sigmoid_bce(logits=logits, labels=labels) * mask)
+    g_BxT = (jax.nn.sigmoid(logits) - labels) * mask
+    d_h = jnp.einsum("bt,btd->bd", g_BxT, u_targets_BxTxD)
+    d_u = g_BxT[:, :, None] * h_BxD[:, None, :]
+    return (loss, {"examples": example_mask_B.sum()}), d_h, d_u
+
+
+def shared_ns_loss(h_BxD, u_rows, mask_BxK, example_mask_B):
+    """The summed negative-sampling loss with batch-shared negatives, for rows
+    u_rows = W_out[[B positives, K noise words]] (B + K, D)."""
+    B = h_BxD.shape[0]
+    em = example_mask_B.astype(h_BxD.dtype)
+    positive_B = jnp.sum(h_BxD * u_rows[:B], axis=-1)
+    negative_BxK = h_BxD @ u_rows[B:].T
+    return (jnp.sum(sigmoid_bce(logits=positive_B, labels=1.0) * em)
+            + jnp.sum(sigmoid_bce(logits=negative_BxK, labels=0.0) * mask_BxK.astype(h_BxD.dtype)))
+
+
+def shared_ns_value_and_grads(h_BxD, u_rows, mask_BxK, example_mask_B):
+    """`shared_ns_loss` and its hand-derived gradients: with g_b = (sigma(s_b) - 1) for the
+    positives and G_bk = sigma(s_bk) for the shared noise words (masked),
+        dL/dh_b = g_b u_b + sum_k G_bk u_k,  dL/du_b = g_b h_b,  dL/du_k = sum_b G_bk h_b.
+    Returns ((loss, metrics), dL/dh (B, D), dL/du_rows (B + K, D))."""
+    B = h_BxD.shape[0]
+    u_pos, u_neg = u_rows[:B], u_rows[B:]
+    em = example_mask_B.astype(h_BxD.dtype)
+    mask = mask_BxK.astype(h_BxD.dtype)
+    positive_B = jnp.sum(h_BxD * u_pos, axis=-1)
+    negative_BxK = h_BxD @ u_neg.T
+    loss = (jnp.sum(sigmoid_bce(logits=positive_B, labels=1.0) * em)
+            + jnp.sum(sigmoid_bce(logits=negative_BxK, labels=0.0) * mask))
+    g_B = (jax.nn.sigmoid(positive_B) - 1.0) * em
+    G_BxK = jax.nn.sigmoid(negative_BxK) * mask
+    d_h = g_B[:, None] * u_pos + G_BxK @ u_neg
+    d_u = jnp.concatenate([g_B[:, None] * h_BxD, G_BxK.T @ h_BxD])
+    return (loss, {"examples": example_mask_B.sum()}), d_h, d_u
+
+
+def skipgram_objective(*, noise, num_negatives: int, shared: bool = False):
     """Skip-gram with negative sampling on batches {'center', 'context', 'mask'} of shape (B,).
 
     Args:
       noise: the noise distribution as a `jaxdl.data.text.packed_alias_table` (V,) uint32.
       num_negatives: K noise words per (centre, context) pair, drawn from the step's key.
+      shared: one draw of K noise words for the whole batch instead of one per pair.
     Returns:
-      (select, loss_on_rows) for `jaxdl.train.sparse`; the loss is the SUM over the batch's
-      pairs (word2vec's per-pair SGD: the learning rate applies to each pair, whatever B),
-      with metric 'examples' (real pairs in the batch).
+      a `jaxdl.train.sparse.RowObjective` (select, loss_on_rows and its hand gradient); the loss
+      is the SUM over the batch's pairs (word2vec's per-pair SGD: the learning rate applies to
+      each pair, whatever B), with metric 'examples' (real pairs in the batch).
     """
+    if shared:
+        def select(batch, key):
+            rows, mask = _shared_targets_and_mask(key, batch["context"], batch["mask"], noise, num_negatives)
+            return {"W_in": batch["center"], "W_out": rows}, {"mask_BxK": mask, "example_mask_B": batch["mask"]}
+
+        def loss_on_rows(rows, inputs):
+            loss = shared_ns_loss(rows["W_in"], rows["W_out"], inputs["mask_BxK"], inputs["example_mask_B"])
+            return loss, {"examples": inputs["example_mask_B"].sum()}
+
+        def value_and_row_grads(rows, inputs):
+            value, d_h, d_u = shared_ns_value_and_grads(rows["W_in"], rows["W_out"], inputs["mask_BxK"],
+                                                        inputs["example_mask_B"])
+            return value, {"W_in": d_h, "W_out": d_u}
+
+        return RowObjective(select, loss_on_rows, value_and_row_grads)
 
     def select(batch, key):
         targets, mask = _targets_and_mask(key, batch["context"], batch["mask"], noise, num_negatives)
@@ -84,13 +162,42 @@ def skipgram_objective(*, noise, num_negatives: int):
         logits = w2v.scores_from_rows(rows["W_in"], rows["W_out"])
         return _ns_loss_and_metrics(logits, inputs["mask_BxT"], inputs["example_mask_B"])
 
-    return select, loss_on_rows
+    def value_and_row_grads(rows, inputs):
+        value, d_h, d_u = ns_value_and_grads(rows["W_in"], rows["W_out"], inputs["mask_BxT"],
+                                             inputs["example_mask_B"])
+        return value, {"W_in": d_h, "W_out": d_u}
+
+    return RowObjective(select, loss_on_rows, value_and_row_grads)
 
 
-def cbow_objective(*, noise, num_negatives: int):
+def cbow_objective(*, noise, num_negatives: int, shared: bool = False):
     """CBOW with negative sampling on batches {'center' (B,), 'contexts' (B, C),
     'context_mask' (B, C), 'mask' (B,)}: the mean of the context vectors predicts the centre
-    against K noise words. Returns (select, loss_on_rows); the loss is the SUM over examples."""
+    against K noise words (one draw per example, or with `shared` one per batch). Returns a
+    `RowObjective` (with its hand gradient); the loss is the SUM over examples."""
+
+    def context_grads(d_h, inputs, dtype):  # d h / d v_j = 1/n for each of the n valid contexts
+        context_mask = inputs["context_mask_BxC"].astype(dtype)
+        share_BxC = context_mask / jnp.maximum(context_mask.sum(-1, keepdims=True), 1.0)
+        return share_BxC[:, :, None] * d_h[:, None, :]
+
+    if shared:
+        def select(batch, key):
+            rows, mask = _shared_targets_and_mask(key, batch["center"], batch["mask"], noise, num_negatives)
+            return ({"W_in": batch["contexts"], "W_out": rows},
+                    {"mask_BxK": mask, "example_mask_B": batch["mask"], "context_mask_BxC": batch["context_mask"]})
+
+        def loss_on_rows(rows, inputs):
+            h = w2v.cbow_hidden_from_rows(rows["W_in"], inputs["context_mask_BxC"])
+            loss = shared_ns_loss(h, rows["W_out"], inputs["mask_BxK"], inputs["example_mask_B"])
+            return loss, {"examples": inputs["example_mask_B"].sum()}
+
+        def value_and_row_grads(rows, inputs):
+            h = w2v.cbow_hidden_from_rows(rows["W_in"], inputs["context_mask_BxC"])
+            value, d_h, d_u = shared_ns_value_and_grads(h, rows["W_out"], inputs["mask_BxK"], inputs["example_mask_B"])
+            return value, {"W_in": context_grads(d_h, inputs, h.dtype), "W_out": d_u}
+
+        return RowObjective(select, loss_on_rows, value_and_row_grads)
 
     def select(batch, key):
         targets, mask = _targets_and_mask(key, batch["center"], batch["mask"], noise, num_negatives)
@@ -102,7 +209,12 @@ def cbow_objective(*, noise, num_negatives: int):
         logits = w2v.scores_from_rows(h, rows["W_out"])
         return _ns_loss_and_metrics(logits, inputs["mask_BxT"], inputs["example_mask_B"])
 
-    return select, loss_on_rows
+    def value_and_row_grads(rows, inputs):
+        h = w2v.cbow_hidden_from_rows(rows["W_in"], inputs["context_mask_BxC"])
+        value, d_h, d_u = ns_value_and_grads(h, rows["W_out"], inputs["mask_BxT"], inputs["example_mask_B"])
+        return value, {"W_in": context_grads(d_h, inputs, h.dtype), "W_out": d_u}
+
+    return RowObjective(select, loss_on_rows, value_and_row_grads)
 
 
 def full_softmax_objective_loss(params, batch, key):

@@ -10,12 +10,17 @@ scatter-add; repeated rows accumulate), which `tests/test_word2vec_model.py` che
 sparse one costs O(rows touched) instead of O(V). `make bench` measures both
 (workload `w2v_update_*`), which is how word2vec here chose the sparse one.
 
-An objective is a pair of pure functions:
+An objective (`RowObjective`) is a pair of pure functions:
   select(batch, key) -> (indices, inputs): which rows of which table the batch reads
       ({'W_in': int array, ...}, any shapes) and whatever else the loss needs (masks,
       labels, negatives drawn from `key`);
   loss_on_rows(rows, inputs) -> (loss, metrics): the loss of the gathered rows
-      (rows[name] = params[name][indices[name]], shape indices.shape + (D,)).
+      (rows[name] = params[name][indices[name]], shape indices.shape + (D,));
+and optionally
+  value_and_row_grads(rows, inputs) -> ((loss, metrics), grads): the same loss with its
+      gradient with respect to the rows, derived by hand (default: `jax.value_and_grad`
+      of `loss_on_rows`). word2vec's is a few fused elementwise passes where autodiff's
+      materialises more intermediates; the tests check it against autodiff.
 """
 
 from collections.abc import Callable
@@ -30,6 +35,12 @@ from jaxdl.train.step import TrainState, all_finite
 class RowObjective(NamedTuple):
     select: Callable[[Any, jax.Array], tuple[dict, Any]]
     loss_on_rows: Callable[[dict, Any], tuple[jax.Array, dict]]
+    value_and_row_grads: Callable[[dict, Any], tuple[tuple[jax.Array, dict], dict]] | None = None
+
+
+def as_objective(objective) -> RowObjective:
+    """A `RowObjective` from one, or from a (select, loss_on_rows) pair."""
+    return objective if isinstance(objective, RowObjective) else RowObjective(*objective)
 
 
 def gather_rows(params: dict, indices: dict) -> dict:
@@ -41,7 +52,7 @@ def dense_loss(objective: RowObjective):
     """The same objective as a loss of the whole parameter tables, `loss_fn(params, batch, key)`,
     for `jaxdl.train.step.make_train_step` (the dense route)."""
 
-    select, loss_on_rows = objective
+    select, loss_on_rows, _ = as_objective(objective)
 
     def loss_fn(params, batch, key):
         indices, inputs = select(batch, key)
@@ -55,7 +66,7 @@ def make_row_sparse_sgd_step(objective: RowObjective, lr_fn: Callable[[jax.Array
     """`train_step(state, batch, key) -> (state, metrics)` doing SGD on the touched rows only.
 
     Args:
-      objective: (select, loss_on_rows), e.g. a `RowObjective` (see the module docstring).
+      objective: a `RowObjective` or a (select, loss_on_rows) pair (see the module docstring).
       lr_fn: (step, batch) -> learning rate for this step.
       check_grads: 'finite' also checks every row gradient (one more pass over them). An
         objective whose gradients are finite whenever its loss is (word2vec's: bounded
@@ -65,12 +76,13 @@ def make_row_sparse_sgd_step(objective: RowObjective, lr_fn: Callable[[jax.Array
       `make_train_step`). `state.opt_state` is unused (plain SGD keeps no state).
     """
 
-    select, loss_on_rows = objective
+    select, loss_on_rows, value_and_row_grads = as_objective(objective)
+    value_and_row_grads = value_and_row_grads or jax.value_and_grad(loss_on_rows, has_aux=True)
 
     def train_step(state: TrainState, batch, key):
         indices, inputs = select(batch, key)
         rows = gather_rows(state.params, indices)
-        (loss, aux), grads = jax.value_and_grad(loss_on_rows, has_aux=True)(rows, inputs)
+        (loss, aux), grads = value_and_row_grads(rows, inputs)
         lr = lr_fn(state.step, batch)
         params = dict(state.params)
         for name, idx in indices.items():
