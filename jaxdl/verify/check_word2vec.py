@@ -85,6 +85,34 @@ def hand_cbow(params, contexts, context_mask, targets, mask):
     return grads
 
 
+def hand_skipgram_shared(params, center, positives, negatives, mask_BxK, example_mask):
+    """Negatives shared by the batch: with g_b = sig(s_b) - 1 and G_bk = sig(s_bk) (masked),
+    dL/dv_c = g_b u_o + sum_k G_bk u_k, dL/du_o = g_b v_c, dL/du_k = sum_b G_bk v_c."""
+    W_in, W_out = params["W_in"], params["W_out"]
+    h, U_pos, U_neg = W_in[center], W_out[positives], W_out[negatives]
+    g = (_sigmoid((h * U_pos).sum(1)) - 1.0) * example_mask
+    G = _sigmoid(h @ U_neg.T) * mask_BxK
+    grads = {"W_in": np.zeros_like(W_in), "W_out": np.zeros_like(W_out)}
+    np.add.at(grads["W_in"], center, g[:, None] * U_pos + G @ U_neg)
+    np.add.at(grads["W_out"], positives, g[:, None] * h)
+    np.add.at(grads["W_out"], negatives, G.T @ h)
+    return grads
+
+
+def _autodiff_shared():
+    params, center, targets, mask, _, _ = _problem()
+    positives, negatives = targets[:, 0], targets[0, 1:].copy()
+    negatives[1] = negatives[0]  # a noise word drawn twice accumulates
+    example_mask = mask[:, 0] & mask.any(1)
+    mask_BxK = mask[:, 1:] & example_mask[:, None]
+    with jax.enable_x64(True):
+        p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
+        rows = np.concatenate([positives, negatives])
+        auto = jax.tree.map(np.asarray, jax.grad(lambda p: losses.shared_ns_loss(
+            p["W_in"][center], p["W_out"][rows], jnp.asarray(mask_BxK), jnp.asarray(example_mask)))(p64))
+    return hand_skipgram_shared(params, center, positives, negatives, mask_BxK, example_mask), auto
+
+
 def hand_full_softmax(params, center, context):
     W_in, W_out = params["W_in"], params["W_out"]
     v = W_in[center]
@@ -131,6 +159,8 @@ def checks() -> list[Check]:
               "backprop", shapes, lambda: _autodiff("skipgram"), rtol=1e-9),
         Check("CBOW NS loss: dL/dv_j = dL/dh / n for each of the n context vectors", "backprop",
               shapes + f", {C} context slots", lambda: _autodiff("cbow"), rtol=1e-9),
+        Check("skip-gram NS loss, negatives shared by the batch: dL/du_k = sum_b sig(u_k.v_b) v_b", "backprop",
+              f"W_in,W_out:({V},{D}) batch {B}, {K} shared noise words", _autodiff_shared, rtol=1e-9),
         Check("full-softmax skip-gram: dL/ds = softmax(s) - onehot(o)", "backprop", shapes,
               lambda: _autodiff("softmax"), rtol=1e-9),
         Check("skip-gram NS loss with the true target's -1 forgotten (must fail)", "backprop", shapes,
