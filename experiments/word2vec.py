@@ -68,10 +68,9 @@ PTB = {"query": "chip,baby,beautiful", "max_epochs": 20}
 # With a few hundred word types every word of the synthetic corpus is "frequent": t = 1e-4
 # would drop most of its tokens; word2vec.c's and gensim's default t = 1e-3 keeps about half.
 SYNTHETIC = {"sample": 1e-3}
-# word2vec.c's CBOW learning rate. (word2vec.c also adds the whole gradient of h to every
-# context vector; here each gets the exact gradient of the mean, 1/n of it.) CBOW draws its
-# negatives per example: its step is dominated by the 2 * window context rows, so sharing the
-# negatives saves little there (README: 1.09x per PTB epoch, the same rho).
+# word2vec.c's CBOW learning rate. CBOW draws its negatives per example: its step is dominated
+# by the 2 * window context rows, so sharing the negatives saves little there (README: 1.09x
+# per PTB epoch, the same rho).
 CBOW = {"lr": 0.05, "negatives": "pair"}
 
 
@@ -97,6 +96,10 @@ class Config(DataOptions, TrainConfig):
         "how the K noise words are drawn: 'batch' (one draw per batch, shared by all its examples: "
         "the negatives are scored with one matrix product) or 'pair' (a draw per example, as in "
         "word2vec.c and the book; the CBOW default)", choices=("batch", "pair")))
+    cbow_update: str = field(default="word2vec", metadata=doc(
+        "CBOW's update of the context vectors: 'word2vec' (each gets the whole gradient of their mean h, "
+        "as word2vec.c and gensim do) or 'gradient' (each gets its true gradient, 1/n of it)",
+        choices=("word2vec", "gradient")))
     noise_power: float = field(default=0.75, metadata=doc("noise distribution ~ count^power (word2vec: 0.75)", ge=0))
     min_count: int = field(default=10, metadata=doc("drop words seen fewer times (the book: 10)", gt=0))
     sample: float = field(default=1e-4, metadata=doc("subsampling threshold t; 0 keeps every word (the book: 1e-4)",
@@ -191,7 +194,8 @@ def build(cfg: Config, sentences) -> Word2Vec:
         S = text.num_pair_steps(capacity, cfg.window, cfg.batch_size)
     else:
         batches = text.cbow_batches
-        objective = w2v_losses.cbow_objective(noise=noise, num_negatives=cfg.neg, shared=cfg.negatives == "batch")
+        objective = w2v_losses.cbow_objective(noise=noise, num_negatives=cfg.neg, shared=cfg.negatives == "batch",
+                                              word2vec_update=cfg.cbow_update == "word2vec")
         S = text.num_center_steps(capacity, cfg.batch_size)
     make_batches = partial(batches, batch_size=cfg.batch_size, window=cfg.window, capacity=capacity,
                            shuffle=cfg.shuffle)

@@ -133,6 +133,25 @@ def test_hand_row_gradients_equal_autodiff(kind, shared):
         assert float(jnp.abs(grads["W_out"]).max()) > 1e-3  # not trivially zero
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["per-pair", "shared"])
+def test_cbow_word2vec_update_moves_each_context_by_the_whole_hidden_gradient(shared):
+    """word2vec.c's CBOW rule: each of an example's n context rows gets n times its true
+    gradient (the whole dL/dh); W_out's gradient and the loss are unchanged."""
+    noise = jnp.asarray(text.packed_alias_table(text.noise_distribution(np.arange(V) + 1.0)))
+    _, cb = _batches()
+    exact = losses.cbow_objective(noise=noise, num_negatives=K, shared=shared)
+    w2v_rule = losses.cbow_objective(noise=noise, num_negatives=K, shared=shared, word2vec_update=True)
+    params = _params(9)
+    indices, inputs = exact.select(cb, jax.random.key(4))
+    rows = sparse.gather_rows(params, indices)
+    (loss, _), grads = exact.value_and_row_grads(rows, inputs)
+    (loss_w, _), grads_w = w2v_rule.value_and_row_grads(rows, inputs)
+    n = np.asarray(cb["context_mask"]).sum(1)[:, None, None]
+    np.testing.assert_allclose(grads_w["W_in"], n * np.asarray(grads["W_in"]), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(grads_w["W_out"], grads["W_out"], rtol=1e-6)
+    assert float(loss_w) == float(loss) and (n > 1).any()
+
+
 def test_shared_negatives_are_one_draw_per_batch():
     noise = jnp.asarray(text.packed_alias_table(np.r_[0.0, 0.9, 0.1]))  # word 1 is nearly always drawn
     objective = losses.skipgram_objective(noise=noise, num_negatives=40, shared=True)

@@ -170,15 +170,21 @@ def skipgram_objective(*, noise, num_negatives: int, shared: bool = False):
     return RowObjective(select, loss_on_rows, value_and_row_grads)
 
 
-def cbow_objective(*, noise, num_negatives: int, shared: bool = False):
+def cbow_objective(*, noise, num_negatives: int, shared: bool = False, word2vec_update: bool = False):
     """CBOW with negative sampling on batches {'center' (B,), 'contexts' (B, C),
     'context_mask' (B, C), 'mask' (B,)}: the mean of the context vectors predicts the centre
     against K noise words (one draw per example, or with `shared` one per batch). Returns a
-    `RowObjective` (with its hand gradient); the loss is the SUM over examples."""
+    `RowObjective` (with its hand gradient); the loss is the SUM over examples.
+
+    With `word2vec_update`, each of the n context vectors is moved by the whole dL/dh, as
+    word2vec.c and gensim do, instead of by its gradient dL/dh / n: the context rows then
+    learn n times faster than the loss's gradient says (the 'gradient' it returns for W_in
+    is n times the true one; W_out's is exact)."""
 
     def context_grads(d_h, inputs, dtype):  # d h / d v_j = 1/n for each of the n valid contexts
         context_mask = inputs["context_mask_BxC"].astype(dtype)
-        share_BxC = context_mask / jnp.maximum(context_mask.sum(-1, keepdims=True), 1.0)
+        share_BxC = context_mask if word2vec_update else (
+            context_mask / jnp.maximum(context_mask.sum(-1, keepdims=True), 1.0))
         return share_BxC[:, :, None] * d_h[:, None, :]
 
     if shared:
