@@ -37,10 +37,12 @@ from typing import ClassVar, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from jaxdl import harness
 from jaxdl.config import KGEOptions, TrainConfig, defaults, doc
-from jaxdl.data.kg import CORRUPT_MODES, KG, epoch_batches, id_maps, load_kg, synthetic_kg, triple_set
+from jaxdl.data.kg import (CORRUPT_MODES, KG, epoch_batches, id_maps, load_kg, subsampling_weights, synthetic_kg,
+                           triple_set)
 from jaxdl.data.named import graph_folder
 from jaxdl.errors import JaxdlError
 from jaxdl.eval.link_prediction import make_evaluator
@@ -62,6 +64,17 @@ class Config(KGEOptions, TrainConfig):
         "negative (mixed), head or tail", choices=CORRUPT_MODES))
     filter_negatives: bool = field(default=False, metadata=doc("mask negatives that are training triples"))
     eval_batch_size: int = field(default=0, metadata=doc("queries per ranking chunk (0: sized to the graph)", ge=0))
+    subsampling_weight: bool = field(default=False, metadata=doc(
+        "weight each triple by 1/sqrt(c(h, r) + c(t, r^-1)), the counts of triples sharing its head and "
+        "relation or tail and inverse relation (the RotatE code's subsampling weight)"))
+    lr_decay_epoch: int = field(default=0, metadata=doc(
+        "divide the learning rate by 10 from this epoch on, as the RotatE code does half-way (0: constant)", ge=0))
+
+    def validate(self) -> None:
+        super().validate()
+        if self.lr_decay_epoch and self.optimizer == "sgd":
+            raise JaxdlError("--lr-decay-epoch needs an optax optimizer (--optimizer optax_sgd, momentum, adam "
+                             "or adamw); --optimizer sgd keeps a constant rate")
 
     PRESETS: ClassVar = {"data": {"": {"batch_size": 64, "gamma": 4.0, "entity_norm": "none"}},
                          "model": {"rotate": {"entity_norm": "none"}, "distmult": {"entity_norm": "none"},
@@ -91,14 +104,27 @@ def build(cfg: Config, kg: KG | None = None) -> Setup:
         raise JaxdlError("the training split names fewer than 2 entities: nothing to rank")
     model = kge.KGEModel(cfg.model, dim=cfg.dim, gamma=cfg.gamma, p=cfg.norm)
     params = kge.init(jax.random.key(cfg.seed), model, kg.num_entities, kg.num_relations)
-    optimizer = kge.with_entity_constraint(make_optimizer(cfg.optimizer, cfg.lr), cfg.entity_norm)
+    optimizer = kge.with_entity_constraint(make_optimizer(cfg.optimizer, learning_rate(cfg, len(kg.train))),
+                                           cfg.entity_norm)
     params = kge.constrain_entities(params, cfg.entity_norm)
     known = triple_set(kg.train, kg.num_entities, kg.num_relations) if cfg.filter_negatives else None
     loss_fn = make_loss_fn(model, num_entities=kg.num_entities, num_negatives=cfg.neg, loss=cfg.loss,
                            temperature=cfg.adversarial_temperature, margin=cfg.margin, corrupt_mode=cfg.corrupt,
                            known=known, regularizer=cfg.regularizer, regularizer_weight=cfg.regularizer_weight)
     run_epoch = make_scan_epoch(make_train_step(loss_fn, optimizer), partial(epoch_batches, batch_size=cfg.batch_size))
-    return Setup(kg, model, params, optimizer, loss_fn, run_epoch, {"triples": jnp.asarray(kg.train)})
+    data = {"triples": jnp.asarray(kg.train)}
+    if cfg.subsampling_weight:
+        data["weight"] = jnp.asarray(subsampling_weights(kg.train, kg.num_relations))
+    return Setup(kg, model, params, optimizer, loss_fn, run_epoch, data)
+
+
+def learning_rate(cfg: Config, num_train: int):
+    """--lr, or with --lr-decay-epoch E a schedule of optimizer steps: lr for E epochs'
+    steps (ceil(train / batch) each, on any number of devices), lr / 10 after."""
+    if not cfg.lr_decay_epoch:
+        return cfg.lr
+    steps_per_epoch = -(-num_train // cfg.batch_size)
+    return optax.piecewise_constant_schedule(cfg.lr, {cfg.lr_decay_epoch * steps_per_epoch: 0.1})
 
 
 def task(cfg: Config, s: Setup) -> harness.Task:

@@ -358,6 +358,44 @@ def test_masked_negatives_are_ignored(loss):
     np.testing.assert_allclose(masked, dropped, rtol=1e-6)
 
 
+def test_subsampling_weights_match_the_counting_spelled_out():
+    kg = _random_kg(seed=3, E=6, R=2, n=60)
+    count = {}
+    for h, r, t in kg.train.tolist():  # the RotatE code's count, from 4 for a pair's first triple
+        for key in ((h, r), (t, -r - 1)):
+            count[key] = count[key] + 1 if key in count else 4
+    expect = [1 / np.sqrt(count[(h, r)] + count[(t, -r - 1)]) for h, r, t in kg.train.tolist()]
+    got = kgdata.subsampling_weights(kg.train, kg.num_relations)
+    assert got.dtype == np.float32 and len(set(np.round(got, 6))) > 1
+    np.testing.assert_allclose(got, expect, rtol=1e-6)
+
+
+def test_epoch_batches_carry_each_triples_weight():
+    triples = jnp.asarray(np.arange(30).reshape(10, 3), jnp.int32)
+    weight = jnp.arange(10, dtype=jnp.float32) / 10
+    b = jax.jit(lambda k: kgdata.epoch_batches({"triples": triples, "weight": weight}, k, 4))(jax.random.key(1))
+    mask = np.asarray(b["mask"])
+    np.testing.assert_allclose(np.asarray(b["weight"])[mask], np.asarray(b["triples"])[mask][:, 0] / 30)
+
+
+def test_weighted_loss_is_the_weighted_mean_of_the_rows():
+    model = kge.KGEModel("transe", dim=4)
+    params = kge.init(jax.random.key(0), model, 5, 2)
+    triples = jnp.array([[0, 1, 2], [3, 0, 4], [1, 1, 1]])
+    weight = jnp.array([0.5, 2.0, 7.0])
+
+    @jax.jit
+    def losses(params):
+        one = lambda mask, w: kloss.kge_loss(model, params, triples, jax.random.key(5), num_entities=5,  # noqa: E731
+                                             num_negatives=3, mask_B=mask, weight_B=w)[0]
+        rows = jax.vmap(lambda m: one(m, None))(jnp.eye(3, dtype=bool))
+        return one(jnp.array([True, True, False]), weight), one(None, jnp.ones(3)), one(None, None), rows
+
+    weighted, uniform, plain, rows = losses(params)
+    np.testing.assert_allclose(weighted, (0.5 * rows[0] + 2.0 * rows[1]) / 2.5, rtol=1e-6)  # padding left out
+    np.testing.assert_allclose(uniform, plain, rtol=1e-6)
+
+
 def test_padding_rows_are_left_out_of_the_batch_mean():
     model = kge.KGEModel("transe", dim=4)
     params = kge.init(jax.random.key(0), model, 5, 2)

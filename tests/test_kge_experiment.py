@@ -46,12 +46,31 @@ def test_data_folder_counts_dropped_triples(tmp_path):
     assert np.load(out / "entity_embeddings.npy").shape == (25, 8)  # RotatE: 2 x dim reals
 
 
+def test_learning_rate_falls_tenfold_at_the_decay_epoch():
+    from jaxdl.cli import load_experiment
+    from jaxdl.config import from_dict
+
+    transe = load_experiment("transe")
+    cfg = from_dict(transe.Config, {"lr": 0.01, "batch_size": 64, "lr_decay_epoch": 3})
+    schedule = transe.learning_rate(cfg, num_train=130)  # 3 steps an epoch
+    assert [float(schedule(step)) for step in (0, 8, 9, 30)] == pytest.approx([0.01, 0.01, 0.001, 0.001])
+    assert transe.learning_rate(from_dict(transe.Config, {"lr": 0.01}), num_train=130) == 0.01
+
+
+def test_subsampling_weights_and_lr_decay_train_the_grid(tmp_path):
+    out = tmp_path / "run"
+    assert cli_main(["exp", "transe", "--out", str(out), "--no-progress", "--subsampling-weight",
+                     "--lr-decay-epoch", "20", "--max-epochs", "30", "--eval-every", "10"]) == 0
+    assert _summary(out)["test_mrr"] >= 0.5  # random ~0.05
+
+
 @pytest.mark.parametrize("setup,flags,msg", [
     (None, ["--data", "/nonexistent/kg"], "--data /nonexistent/kg: no such directory"),
     ("bad_line", [], "train.txt:2: expected 3 tab-separated fields"),
     ("ok", ["--model", "rotate", "--norm", "2"], "--norm applies to TransE only"),
     ("ok", ["--batch-size", "5000"], "larger than the"),
     ("ok", ["--loss", "hinge"], "--loss: 'hinge' is not one of"),
+    ("ok", ["--lr-decay-epoch", "3", "--optimizer", "sgd"], "--lr-decay-epoch needs an optax optimizer"),
 ])
 def test_bad_input_is_one_line(tmp_path, capsys, setup, flags, msg):
     folder = tmp_path / "g"

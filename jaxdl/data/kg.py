@@ -337,9 +337,10 @@ def corrupt(key, triples_Bx3, *, num_entities, num_negatives: int, mode: str = "
 def epoch_batches(data: dict, key, batch_size: int) -> dict:
     """One epoch of every training triple in shuffled batches, the last one padded.
 
-    data: {'triples': int32 (N, 3)}. Returns {'triples': (S, B, 3), 'mask': bool (S, B)}
-    with S = ceil(N / B): every triple is used once per epoch (as PyKEEN does), the padding
-    rows of the last batch are masked out of the loss, and shapes stay static for `jit`.
+    data: {'triples': int32 (N, 3)}, optionally 'weight' float (N,). Returns {'triples':
+    (S, B, 3), 'mask': bool (S, B)} (and 'weight' (S, B)) with S = ceil(N / B): every triple
+    is used once per epoch (as PyKEEN does), the padding rows of the last batch are masked
+    out of the loss, and shapes stay static for `jit`.
     """
     triples = data["triples"]
     n = triples.shape[0]
@@ -348,7 +349,23 @@ def epoch_batches(data: dict, key, batch_size: int) -> dict:
     pad = S * batch_size - n
     order = jnp.concatenate([order, jnp.zeros((pad,), order.dtype)])
     mask = jnp.arange(S * batch_size) < n
-    return {"triples": triples[order].reshape(S, batch_size, 3), "mask": mask.reshape(S, batch_size)}
+    batches = {"triples": triples[order].reshape(S, batch_size, 3), "mask": mask.reshape(S, batch_size)}
+    if "weight" in data:
+        batches["weight"] = data["weight"][order].reshape(S, batch_size)
+    return batches
+
+
+def subsampling_weights(triples_Nx3, num_relations: int, *, start: int = 4) -> np.ndarray:
+    """Each training triple's weight 1 / sqrt(c(h, r) + c(t, r^-1)), as in the RotatE code
+    (Sun et al., 2019): c counts the triples sharing the (head, relation) or (tail, inverse
+    relation) pair, from `start` for the first. Triples about frequent pairs weigh less.
+    Returns float32 (N,)."""
+    t = np.asarray(triples_Nx3, np.int64)
+    weight = np.zeros(len(t))
+    for key in (t[:, 0] * num_relations + t[:, 1], t[:, 2] * num_relations + t[:, 1]):
+        _, inverse, counts = np.unique(key, return_inverse=True, return_counts=True)
+        weight += counts[inverse] + (start - 1)
+    return (1.0 / np.sqrt(weight)).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------------

@@ -85,11 +85,15 @@ def loss_from_scores(pos_scores_B, neg_scores_BxK, *, loss: str = "nssa", temper
     raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
 
 
-def _masked_mean(x_B, mask_B=None):
-    """Mean over the rows where `mask_B` (all rows if None; 0 if none is marked)."""
-    if mask_B is None:
+def _masked_mean(x_B, mask_B=None, weight_B=None):
+    """Mean over the rows where `mask_B` (all rows if None; 0 if none is marked), weighted
+    by `weight_B` when given: sum(w x) / sum(w) over the marked rows."""
+    if mask_B is None and weight_B is None:
         return x_B.mean()
-    weight = mask_B.astype(x_B.dtype)
+    weight = jnp.ones_like(x_B) if mask_B is None else mask_B.astype(x_B.dtype)
+    if weight_B is not None:
+        weight = weight * weight_B.astype(x_B.dtype)
+        return (x_B * weight).sum() / jnp.maximum(weight.sum(), jnp.finfo(x_B.dtype).tiny)
     return (x_B * weight).sum() / jnp.maximum(weight.sum(), 1.0)
 
 
@@ -135,10 +139,11 @@ def batch_negatives(batch: dict, key, *, num_entities, num_negatives: int, corru
 def kge_loss(model: kge_models.KGEModel, params, triples_Bx3, key, *, num_entities, num_negatives: int,
              loss: str = "nssa", temperature: float = 1.0, margin: float = 1.0, corrupt_mode: str = "both",
              known: TripleSet | None = None, mask_B=None, regularizer: str = "none",
-             regularizer_weight: float = 0.0, negatives: Negatives | None = None):
+             regularizer_weight: float = 0.0, negatives: Negatives | None = None, weight_B=None):
     """One batch: draw K negatives per positive from `key` (see `corrupt`; or take the
     given `negatives`), score positives and negatives, return (mean loss, metrics). `mask_B`
-    marks real (not padding) rows. With `regularizer='n3'` the loss adds
+    marks real (not padding) rows; `weight_B` (e.g. `jaxdl.data.kg.subsampling_weights`)
+    makes the loss a weighted mean over them. With `regularizer='n3'` the loss adds
     `regularizer_weight * n3_penalty` (reported unweighted as metrics['n3'])."""
     if negatives is None:
         negatives = corrupt(key, triples_Bx3, num_entities=num_entities, num_negatives=num_negatives,
@@ -151,18 +156,20 @@ def kge_loss(model: kge_models.KGEModel, params, triples_Bx3, key, *, num_entiti
                                     mask_BxK=negatives.mask_BxK)
     mean = lambda x_B: _masked_mean(x_B, mask_B)  # noqa: E731
     metrics = {"pos_score": mean(pos_B), "neg_score": mean(neg_BxK.mean(-1))}
+    data_loss = _masked_mean(per_positive, mask_B, weight_B)
     if regularizer == "n3":
         penalty = n3_penalty(model, params, triples_Bx3, mask_B)
         metrics["n3"] = penalty
-        return mean(per_positive) + regularizer_weight * penalty, metrics
-    return mean(per_positive), metrics
+        return data_loss + regularizer_weight * penalty, metrics
+    return data_loss, metrics
 
 
 def make_loss_fn(model: kge_models.KGEModel, *, num_entities, num_negatives: int, loss: str = "nssa",
                  temperature: float = 1.0, margin: float = 1.0, corrupt_mode: str = "both",
                  known: TripleSet | None = None, regularizer: str = "none", regularizer_weight: float = 0.0):
     """`loss_fn(params, batch, key) -> (loss, metrics)` for `make_train_step`; `batch` is
-    {'triples': int32 (B, 3)} with an optional {'mask': bool (B,)} for padded rows."""
+    {'triples': int32 (B, 3)} with an optional {'mask': bool (B,)} for padded rows and
+    {'weight': (B,)} for a weighted mean over the triples."""
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     if regularizer not in REGULARIZERS:
@@ -177,6 +184,6 @@ def make_loss_fn(model: kge_models.KGEModel, *, num_entities, num_negatives: int
         return kge_loss(model, params, batch["triples"], key, negatives=negatives, num_entities=num_entities,
                         num_negatives=num_negatives, loss=loss, temperature=temperature, margin=margin,
                         corrupt_mode=corrupt_mode, known=known, mask_B=batch.get("mask"),
-                        regularizer=regularizer, regularizer_weight=regularizer_weight)
+                        regularizer=regularizer, regularizer_weight=regularizer_weight, weight_B=batch.get("weight"))
 
     return loss_fn
