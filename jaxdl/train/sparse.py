@@ -19,8 +19,8 @@ An objective (`RowObjective`) is a pair of pure functions:
 and optionally
   value_and_row_grads(rows, inputs) -> ((loss, metrics), grads): the same loss with its
       gradient with respect to the rows, derived by hand (default: `jax.value_and_grad`
-      of `loss_on_rows`). word2vec's is a few fused elementwise passes where autodiff's
-      materialises more intermediates; the tests check it against autodiff.
+      of `loss_on_rows`; word2vec's are tested against it), or the direction a method
+      moves the rows in instead of its gradient (word2vec.c's CBOW rule).
 """
 
 from collections.abc import Callable
