@@ -119,6 +119,9 @@ class Config(DataOptions, TrainConfig):
     analogies: str = field(default="", metadata=doc("analogy questions file (questions-words.txt) for 3CosAdd"))
 
     PRESETS: ClassVar = {"corpus": {"ptb": PTB, "synthetic": SYNTHETIC}, "model": {"cbow": CBOW}}
+    # A run saved before these options existed drew its negatives per example and gave CBOW's
+    # contexts their true gradient: --resume keeps that.
+    RESUME_DEFAULTS: ClassVar = {"negatives": "pair", "cbow_update": "gradient"}
 
     def validate(self) -> None:
         if self.min_lr > self.lr:

@@ -15,7 +15,9 @@ built from the code that implements them, so `--help` lists them and they cannot
 
 Precedence, lowest first: field defaults < the experiment's PRESETS for a chosen value
 (e.g. `--dataset fashion_mnist` brings the book's lr/batch/epochs) < the saved config of
-a run being resumed < flags given on the command line.
+a run being resumed < flags given on the command line. A config class's RESUME_DEFAULTS
+name the values of fields a saved config may predate (the behaviour it was trained with,
+where today's default differs).
 """
 from __future__ import annotations
 
@@ -347,6 +349,8 @@ def make_config(cls, given: dict):
             raise JaxdlError(f"--resume {given['resume']}: config.json is corrupt ({e})") from None
         if not isinstance(saved_values, dict):
             raise JaxdlError(f"--resume {given['resume']}: config.json is corrupt (not a JSON object)")
+        # a field the saved run predates takes the value that run was trained with, not today's default
+        values.update({k: v for k, v in getattr(cls, "RESUME_DEFAULTS", {}).items() if k not in saved_values})
         values.update({k: v for k, v in saved_values.items() if k not in PER_INVOCATION})
     values.update(given)
     cfg = from_dict(cls, values)

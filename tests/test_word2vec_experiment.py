@@ -105,3 +105,22 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, flags, msg):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and msg in err[0], err
     assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+def test_a_run_saved_before_the_negatives_option_resumes_with_its_own_draw(tmp_path):
+    from jaxdl.cli import load_experiment
+    from jaxdl.config import make_config
+
+    Config = load_experiment("word2vec").Config
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "config.json").write_text(json.dumps({"model": "cbow", "dim": 16}))
+    cfg = make_config(Config, {"resume": str(old)})
+    assert (cfg.negatives, cfg.cbow_update, cfg.dim) == ("pair", "gradient", 16)
+    assert make_config(Config, {"resume": str(old), "negatives": "batch"}).negatives == "batch"  # a flag still wins
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "config.json").write_text(json.dumps({"negatives": "batch", "cbow_update": "word2vec"}))
+    cfg = make_config(Config, {"resume": str(new)})
+    assert (cfg.negatives, cfg.cbow_update) == ("batch", "word2vec")
+    assert make_config(Config, {}).negatives == "batch"  # a fresh run takes today's default
