@@ -95,15 +95,20 @@ def ns_value_and_grads(h_BxD, u_targets_BxTxD, mask_BxT, example_mask_B):
     return (loss, {"examples": example_mask_B.sum()}), d_h, d_u
 
 
+def _shared_logits_and_loss(h_BxD, u_rows, mask_BxK, example_mask_B):
+    B = h_BxD.shape[0]
+    positive_B = jnp.sum(h_BxD * u_rows[:B], axis=-1)
+    negative_BxK = h_BxD @ u_rows[B:].T
+    em, mask = example_mask_B.astype(h_BxD.dtype), mask_BxK.astype(h_BxD.dtype)
+    loss = (jnp.sum(sigmoid_bce(logits=positive_B, labels=1.0) * em)
+            + jnp.sum(sigmoid_bce(logits=negative_BxK, labels=0.0) * mask))
+    return positive_B, negative_BxK, loss
+
+
 def shared_ns_loss(h_BxD, u_rows, mask_BxK, example_mask_B):
     """The summed negative-sampling loss with batch-shared negatives, for rows
     u_rows = W_out[[B positives, K noise words]] (B + K, D)."""
-    B = h_BxD.shape[0]
-    em = example_mask_B.astype(h_BxD.dtype)
-    positive_B = jnp.sum(h_BxD * u_rows[:B], axis=-1)
-    negative_BxK = h_BxD @ u_rows[B:].T
-    return (jnp.sum(sigmoid_bce(logits=positive_B, labels=1.0) * em)
-            + jnp.sum(sigmoid_bce(logits=negative_BxK, labels=0.0) * mask_BxK.astype(h_BxD.dtype)))
+    return _shared_logits_and_loss(h_BxD, u_rows, mask_BxK, example_mask_B)[2]
 
 
 def shared_ns_value_and_grads(h_BxD, u_rows, mask_BxK, example_mask_B):
@@ -112,16 +117,10 @@ def shared_ns_value_and_grads(h_BxD, u_rows, mask_BxK, example_mask_B):
         dL/dh_b = g_b u_b + sum_k G_bk u_k,  dL/du_b = g_b h_b,  dL/du_k = sum_b G_bk h_b.
     Returns ((loss, metrics), dL/dh (B, D), dL/du_rows (B + K, D))."""
     B = h_BxD.shape[0]
-    u_pos, u_neg = u_rows[:B], u_rows[B:]
-    em = example_mask_B.astype(h_BxD.dtype)
-    mask = mask_BxK.astype(h_BxD.dtype)
-    positive_B = jnp.sum(h_BxD * u_pos, axis=-1)
-    negative_BxK = h_BxD @ u_neg.T
-    loss = (jnp.sum(sigmoid_bce(logits=positive_B, labels=1.0) * em)
-            + jnp.sum(sigmoid_bce(logits=negative_BxK, labels=0.0) * mask))
-    g_B = (jax.nn.sigmoid(positive_B) - 1.0) * em
-    G_BxK = jax.nn.sigmoid(negative_BxK) * mask
-    d_h = g_B[:, None] * u_pos + G_BxK @ u_neg
+    positive_B, negative_BxK, loss = _shared_logits_and_loss(h_BxD, u_rows, mask_BxK, example_mask_B)
+    g_B = (jax.nn.sigmoid(positive_B) - 1.0) * example_mask_B.astype(h_BxD.dtype)
+    G_BxK = jax.nn.sigmoid(negative_BxK) * mask_BxK.astype(h_BxD.dtype)
+    d_h = g_B[:, None] * u_rows[:B] + G_BxK @ u_rows[B:]
     d_u = jnp.concatenate([g_B[:, None] * h_BxD, G_BxK.T @ h_BxD])
     return (loss, {"examples": example_mask_B.sum()}), d_h, d_u
 
