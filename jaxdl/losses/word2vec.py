@@ -11,6 +11,9 @@ is the O(V) baseline it approximates.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -125,6 +128,22 @@ def shared_ns_value_and_grads(h_BxD, u_rows, mask_BxK, example_mask_B):
     return (loss, {"examples": example_mask_B.sum()}), d_h, d_u
 
 
+def _per_pair_ns_loss(h_BxD, u_targets_BxTxD, mask_BxT, example_mask_B):
+    return _ns_loss_and_metrics(w2v.scores_from_rows(h_BxD, u_targets_BxTxD), mask_BxT, example_mask_B)[0]
+
+
+class _Draw(NamedTuple):
+    """How an objective draws its negatives, and the loss and hand gradients that go with it."""
+    targets_and_mask: Callable  # (key, positive_B, example_mask_B, noise, K) -> (W_out indices, mask)
+    mask_name: str  # the mask's name among the objective's inputs
+    loss: Callable  # (h, W_out rows, mask, example_mask_B) -> summed loss
+    value_and_grads: Callable  # the same -> ((loss, metrics), dL/dh, dL/d rows)
+
+
+PER_PAIR = _Draw(_targets_and_mask, "mask_BxT", _per_pair_ns_loss, ns_value_and_grads)
+SHARED = _Draw(_shared_targets_and_mask, "mask_BxK", shared_ns_loss, shared_ns_value_and_grads)
+
+
 def skipgram_objective(*, noise, num_negatives: int, shared: bool = False):
     """Skip-gram with negative sampling on batches {'center', 'context', 'mask'} of shape (B,).
 
@@ -137,33 +156,19 @@ def skipgram_objective(*, noise, num_negatives: int, shared: bool = False):
       is the SUM over the batch's pairs (word2vec's per-pair SGD: the learning rate applies to
       each pair, whatever B), with metric 'examples' (real pairs in the batch).
     """
-    if shared:
-        def select(batch, key):
-            rows, mask = _shared_targets_and_mask(key, batch["context"], batch["mask"], noise, num_negatives)
-            return {"W_in": batch["center"], "W_out": rows}, {"mask_BxK": mask, "example_mask_B": batch["mask"]}
-
-        def loss_on_rows(rows, inputs):
-            loss = shared_ns_loss(rows["W_in"], rows["W_out"], inputs["mask_BxK"], inputs["example_mask_B"])
-            return loss, {"examples": inputs["example_mask_B"].sum()}
-
-        def value_and_row_grads(rows, inputs):
-            value, d_h, d_u = shared_ns_value_and_grads(rows["W_in"], rows["W_out"], inputs["mask_BxK"],
-                                                        inputs["example_mask_B"])
-            return value, {"W_in": d_h, "W_out": d_u}
-
-        return RowObjective(select, loss_on_rows, value_and_row_grads)
+    draw = SHARED if shared else PER_PAIR
 
     def select(batch, key):
-        targets, mask = _targets_and_mask(key, batch["context"], batch["mask"], noise, num_negatives)
-        return {"W_in": batch["center"], "W_out": targets}, {"mask_BxT": mask, "example_mask_B": batch["mask"]}
+        rows, mask = draw.targets_and_mask(key, batch["context"], batch["mask"], noise, num_negatives)
+        return {"W_in": batch["center"], "W_out": rows}, {draw.mask_name: mask, "example_mask_B": batch["mask"]}
 
     def loss_on_rows(rows, inputs):
-        logits = w2v.scores_from_rows(rows["W_in"], rows["W_out"])
-        return _ns_loss_and_metrics(logits, inputs["mask_BxT"], inputs["example_mask_B"])
+        loss = draw.loss(rows["W_in"], rows["W_out"], inputs[draw.mask_name], inputs["example_mask_B"])
+        return loss, {"examples": inputs["example_mask_B"].sum()}
 
     def value_and_row_grads(rows, inputs):
-        value, d_h, d_u = ns_value_and_grads(rows["W_in"], rows["W_out"], inputs["mask_BxT"],
-                                             inputs["example_mask_B"])
+        value, d_h, d_u = draw.value_and_grads(rows["W_in"], rows["W_out"], inputs[draw.mask_name],
+                                               inputs["example_mask_B"])
         return value, {"W_in": d_h, "W_out": d_u}
 
     return RowObjective(select, loss_on_rows, value_and_row_grads)
@@ -179,45 +184,25 @@ def cbow_objective(*, noise, num_negatives: int, shared: bool = False, word2vec_
     word2vec.c and gensim do, instead of by its gradient dL/dh / n: the context rows then
     learn n times faster than the loss's gradient says (the 'gradient' it returns for W_in
     is n times the true one; W_out's is exact)."""
-
-    def context_grads(d_h, inputs, dtype):  # d h / d v_j = 1/n for each of the n valid contexts
-        context_mask = inputs["context_mask_BxC"].astype(dtype)
-        share_BxC = context_mask if word2vec_update else (
-            context_mask / jnp.maximum(context_mask.sum(-1, keepdims=True), 1.0))
-        return share_BxC[:, :, None] * d_h[:, None, :]
-
-    if shared:
-        def select(batch, key):
-            rows, mask = _shared_targets_and_mask(key, batch["center"], batch["mask"], noise, num_negatives)
-            return ({"W_in": batch["contexts"], "W_out": rows},
-                    {"mask_BxK": mask, "example_mask_B": batch["mask"], "context_mask_BxC": batch["context_mask"]})
-
-        def loss_on_rows(rows, inputs):
-            h = w2v.cbow_hidden_from_rows(rows["W_in"], inputs["context_mask_BxC"])
-            loss = shared_ns_loss(h, rows["W_out"], inputs["mask_BxK"], inputs["example_mask_B"])
-            return loss, {"examples": inputs["example_mask_B"].sum()}
-
-        def value_and_row_grads(rows, inputs):
-            h = w2v.cbow_hidden_from_rows(rows["W_in"], inputs["context_mask_BxC"])
-            value, d_h, d_u = shared_ns_value_and_grads(h, rows["W_out"], inputs["mask_BxK"], inputs["example_mask_B"])
-            return value, {"W_in": context_grads(d_h, inputs, h.dtype), "W_out": d_u}
-
-        return RowObjective(select, loss_on_rows, value_and_row_grads)
+    draw = SHARED if shared else PER_PAIR
 
     def select(batch, key):
-        targets, mask = _targets_and_mask(key, batch["center"], batch["mask"], noise, num_negatives)
-        return ({"W_in": batch["contexts"], "W_out": targets},
-                {"mask_BxT": mask, "example_mask_B": batch["mask"], "context_mask_BxC": batch["context_mask"]})
+        rows, mask = draw.targets_and_mask(key, batch["center"], batch["mask"], noise, num_negatives)
+        return ({"W_in": batch["contexts"], "W_out": rows},
+                {draw.mask_name: mask, "example_mask_B": batch["mask"], "context_mask_BxC": batch["context_mask"]})
 
     def loss_on_rows(rows, inputs):
         h = w2v.cbow_hidden_from_rows(rows["W_in"], inputs["context_mask_BxC"])
-        logits = w2v.scores_from_rows(h, rows["W_out"])
-        return _ns_loss_and_metrics(logits, inputs["mask_BxT"], inputs["example_mask_B"])
+        loss = draw.loss(h, rows["W_out"], inputs[draw.mask_name], inputs["example_mask_B"])
+        return loss, {"examples": inputs["example_mask_B"].sum()}
 
     def value_and_row_grads(rows, inputs):
         h = w2v.cbow_hidden_from_rows(rows["W_in"], inputs["context_mask_BxC"])
-        value, d_h, d_u = ns_value_and_grads(h, rows["W_out"], inputs["mask_BxT"], inputs["example_mask_B"])
-        return value, {"W_in": context_grads(d_h, inputs, h.dtype), "W_out": d_u}
+        value, d_h, d_u = draw.value_and_grads(h, rows["W_out"], inputs[draw.mask_name], inputs["example_mask_B"])
+        context_mask = inputs["context_mask_BxC"].astype(h.dtype)  # d h / d v_j = 1/n for the n valid contexts
+        share_BxC = context_mask if word2vec_update else (
+            context_mask / jnp.maximum(context_mask.sum(-1, keepdims=True), 1.0))
+        return value, {"W_in": share_BxC[:, :, None] * d_h[:, None, :], "W_out": d_u}
 
     return RowObjective(select, loss_on_rows, value_and_row_grads)
 
