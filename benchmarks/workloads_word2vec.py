@@ -314,9 +314,14 @@ def _gensim_figures(ours: list[dict], peer: list[dict], *, rho: float | None, ra
     return out
 
 
-def _gensim_workload(epochs: int, name: str, model_settings: dict):
+def _gensim_name(epochs: int, model_settings: dict) -> str:
+    return f"w2v_ptb_gensim_{'cbow_' if model_settings.get('model') == 'cbow' else ''}{epochs}ep"
+
+
+def _gensim_workload(epochs: int, model_settings: dict):
     def run(ctx: BenchContext) -> dict:
-        record: dict = {"name": name, "epochs": epochs, **PTB_SETTINGS, **model_settings}
+        record: dict = {"name": _gensim_name(epochs, model_settings), "epochs": epochs, **PTB_SETTINGS,
+                        **model_settings}
         gensim = _import_gensim(ctx, record["name"])
         corpus = _comparison_corpus(ctx, record, epochs, model_settings)
         if corpus is None:
@@ -360,7 +365,5 @@ def workloads() -> list[Workload]:
             *[Workload(f"w2v_update_V{V}", _update_workload(V), group="word2vec") for V in (6719, 50000)],
             *[Workload(f"w2v_softmax_vs_ns_V{V}", _softmax_vs_ns_workload(V), group="word2vec")
               for V in (1000, 6719, 20000, 50000)],
-            Workload("w2v_ptb_gensim_5ep", _gensim_workload(5, "w2v_ptb_gensim_5ep", {}), group="word2vec"),
-            Workload("w2v_ptb_gensim_20ep", _gensim_workload(20, "w2v_ptb_gensim_20ep", {}), group="word2vec"),
-            Workload("w2v_ptb_gensim_cbow_5ep", _gensim_workload(5, "w2v_ptb_gensim_cbow_5ep", CBOW_SETTINGS),
-                     group="word2vec")]
+            *[Workload(_gensim_name(epochs, settings), _gensim_workload(epochs, settings), group="word2vec")
+              for epochs, settings in ((5, {}), (20, {}), (5, CBOW_SETTINGS))]]
