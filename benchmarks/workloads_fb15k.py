@@ -154,24 +154,24 @@ def _maxrss_bytes() -> int:
 # ---------------------------------------------------------------------------------------
 # FedE rounds
 # ---------------------------------------------------------------------------------------
-def fede_setup(folder: Path, clients: int):
+def fede_setup(folder: Path, clients: int, settings: dict = FEDE_SETTINGS):
     """(cfg, kg, split, task) exactly as `make exp NAME=fede` builds setting 'fede' with the
-    FEDE_SETTINGS flags and `--clients C`."""
+    flags of `settings` and `--clients C`."""
     fede = load_experiment("fede")
-    cfg = parse_config(fede.Config, ["--data", str(folder), "--clients", str(clients), *_flags(FEDE_SETTINGS)], "fede")
+    cfg = parse_config(fede.Config, ["--data", str(folder), "--clients", str(clients), *_flags(settings)], "fede")
     kg = _graph(folder)
     split = fede.make_split(cfg, kg)
     return fede, cfg, kg, split, fede.setting_task(cfg, "fede", kg, split)
 
 
-def _fede_workload(name: str, graph: str, clients: int, rounds: int, *, validate: bool):
+def _fede_workload(name: str, graph: str, clients: int, rounds: int, *, validate: bool, settings: dict = FEDE_SETTINGS):
     def run(ctx: BenchContext) -> dict:
         record: dict = {"name": name, "graph": graph, "clients": clients,
-                        **{f"setting_{k}": v for k, v in FEDE_SETTINGS.items()}}
+                        **{f"setting_{k}": v for k, v in settings.items()}}
         folder = _folder(ctx, graph, record)
         if folder is None:
             return record
-        fede, cfg, kg, split, task = fede_setup(folder, clients)
+        fede, cfg, kg, split, task = fede_setup(folder, clients, settings)
         data = task.epoch.data
         state = jax.device_put(task.state())  # the experiment hands its state over as a function
         state_bytes, data_bytes = tree_bytes(state), tree_bytes(data)
@@ -364,6 +364,12 @@ def workloads() -> list[Workload]:
                      group=GROUP),
             Workload("fede_round_fb15k237_fed3",
                      _fede_workload("fede_round_fb15k237_fed3", "fb15k237", 3, ROUNDS, validate=True), group=GROUP),
+            Workload("fede_round_fb15k237_fed3_shared",
+                     _fede_workload("fede_round_fb15k237_fed3_shared", "fb15k237", 3, ROUNDS, validate=False,
+                                    settings={**FEDE_SETTINGS, "negatives": "batch"}), group=GROUP),
+            Workload("fede_round_umls_fed3_shared",
+                     _fede_workload("fede_round_umls_fed3_shared", "umls", 3, ROUNDS, validate=False,
+                                    settings={**FEDE_SETTINGS, "negatives": "batch"}), group=GROUP),
             Workload("fede_round_fb15k237_fed10_memory",
                      _fede_workload("fede_round_fb15k237_fed10_memory", "fb15k237", 10, 1, validate=False),
                      group=GROUP),

@@ -224,7 +224,8 @@ def setting_task(cfg: Config, setting: str, kg, split: fed_data.FederatedSplit) 
     optimizer = with_entity_constraint(make_optimizer(cfg.optimizer, cfg.lr), cfg.entity_norm)
     loss_fn = make_loss_fn(model, num_entities=kg.num_entities, num_negatives=cfg.neg, loss=cfg.loss,
                            temperature=cfg.adversarial_temperature, margin=cfg.margin, corrupt_mode=cfg.corrupt,
-                           regularizer=cfg.regularizer, regularizer_weight=cfg.regularizer_weight)
+                           regularizer=cfg.regularizer, regularizer_weight=cfg.regularizer_weight,
+                           shared_negatives=cfg.negatives == "batch")
     def make_state():  # made by the harness once its size is known to fit
         return fed.init_fed_state(jax.random.fold_in(jax.random.key(cfg.seed), 0), model, stack, optimizer)
 

@@ -110,7 +110,8 @@ def build(cfg: Config, kg: KG | None = None) -> Setup:
     known = triple_set(kg.train, kg.num_entities, kg.num_relations) if cfg.filter_negatives else None
     loss_fn = make_loss_fn(model, num_entities=kg.num_entities, num_negatives=cfg.neg, loss=cfg.loss,
                            temperature=cfg.adversarial_temperature, margin=cfg.margin, corrupt_mode=cfg.corrupt,
-                           known=known, regularizer=cfg.regularizer, regularizer_weight=cfg.regularizer_weight)
+                           known=known, regularizer=cfg.regularizer, regularizer_weight=cfg.regularizer_weight,
+                           shared_negatives=cfg.negatives == "batch")
     run_epoch = make_scan_epoch(make_train_step(loss_fn, optimizer), partial(epoch_batches, batch_size=cfg.batch_size))
     data = {"triples": jnp.asarray(kg.train)}
     if cfg.subsampling_weight:

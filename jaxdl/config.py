@@ -141,6 +141,10 @@ class KGEOptions(DataOptions):
         "al. 2018 (for ComplEx/DistMult on large graphs)"))
     regularizer_weight: float = field(default=0.0, metadata=doc("weight of --regularizer n3", ge=0))
     neg: int = field(default=16, metadata=doc("negatives per positive, at most 65536", gt=0, le=65536))
+    negatives: str = field(default="pair", metadata=doc(
+        "draw each positive's negatives (pair), or one set for the whole batch that every positive scores "
+        "against (batch; each positive still sees K uniform draws, and the scoring becomes one product or "
+        "distance table)", choices=("pair", "batch")))
     eval_every: int = field(default=5, metadata=doc("validation MRR every N epochs (rounds)", gt=0, le=1_000_000))
     patience: int = field(default=20, metadata=doc("stop after N validations without a better MRR", gt=0,
                                                        le=1_000_000))

@@ -66,18 +66,20 @@ def test_setting_all_writes_table_plot_and_per_client_summaries(all_run):
 
 def test_reference_split_exported_then_trained_on(tmp_path, capsys):
     """--export-split writes the reference code's pickle and stops; --split FILE.pkl trains
-    on its clients and graph, here with every behaviour of the reference selected."""
+    on its clients and graph, here with every behaviour of the reference selected (and the
+    negatives shared by each batch)."""
     pkl = tmp_path / "split.pkl"
     assert cli_main(["exp", "fede", "--export-split", str(pkl), "--clients", "3", "--out", str(tmp_path / "x")]) == 0
     assert pkl.is_file() and not (tmp_path / "x").exists()
     out = tmp_path / "run"
     code = cli_main(["exp", "fede", "--split", str(pkl), "--clients", "3", "--semantics", "reference",
-                     "--out", str(out), *SMOKE])
+                     "--negatives", "batch", "--out", str(out), *SMOKE])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     config = json.loads((out / "config.json").read_text())
     assert config["corrupt"] == "tail" and config["reset_optimizer"] and config["download"] == "all"
     assert config["patience"] == 15 and summary["validation_protocol"] == "reference"
+    assert config["negatives"] == "batch"
     assert summary["num_entities"] == 100 and len(summary["clients"]) == 3
     assert summary["communication"]["floats_down_per_round"] == 3 * 100 * 8  # the whole table to everyone
 

@@ -155,6 +155,42 @@ def test_corrupt_filters_known_triples():
     assert not np.all(expect)  # the graph is dense enough that some negatives are true
 
 
+def test_narrowed_membership_search_matches_python_set():
+    """(B, 1) positives against (B, K) candidate tails take the narrowed search (each (h, r)
+    finds its run of tails once); a padded set, a long run and absent pairs included."""
+    g = _random_kg(5, E=13, R=2, n=150)
+    train = np.concatenate([g.train, [[4, 1, e] for e in range(13)]])  # (4, 1) knows every tail
+    known = kgdata.triple_set(train, 13, 2, size=len(train) + 5)
+    h = np.array([4, 0, 3, 12, 7, 4])[:, None]
+    r = np.array([1, 0, 1, 1, 0, 0])[:, None]
+    t = np.random.default_rng(0).integers(0, 13, (6, 20))
+    got = np.asarray(jax.jit(kgdata.contains)(known, h, r, t))
+    truth = {tuple(x) for x in train.tolist()}
+    np.testing.assert_array_equal(got, [[(h[i, 0], r[i, 0], c) in truth for c in t[i]] for i in range(6)])
+    np.testing.assert_array_equal(got, kgdata.contains(known, np.broadcast_to(h, t.shape), r, t))
+    assert got[0].all() and not got.all()
+
+
+def test_shared_draw_is_one_uniform_set_with_the_original_and_known_triples_masked():
+    E, B, K = 6, 300, 40
+    g = _random_kg(2, E=E, R=2, n=50)
+    known = kgdata.triple_set(g.train, E, 2)
+    triples = jnp.asarray(np.resize(g.train, (B, 3)))
+    draw = jax.jit(lambda k: kgdata.corrupt(k, triples, num_entities=E, num_negatives=K, known=known, shared=True))
+    neg = draw(jax.random.key(3))
+    rep, h, t = np.asarray(neg.replacement_BxK), np.asarray(neg.heads_BxK), np.asarray(neg.tails_BxK)
+    head = np.broadcast_to(np.asarray(neg.corrupt_head), (B, K))
+    np.testing.assert_array_equal(np.where(head, h, t), np.broadcast_to(rep, (B, K)))  # the same K for every row
+    original = np.where(head, np.asarray(triples[:, :1]), np.asarray(triples[:, 2:]))
+    truth = {tuple(x) for x in g.train.tolist()}
+    r = np.broadcast_to(np.asarray(triples[:, 1:2]), (B, K))
+    expect = [[(a, b, c) not in truth for a, b, c in zip(*row)] for row in zip(h, r, t)]
+    np.testing.assert_array_equal(np.asarray(neg.mask_BxK), np.asarray(expect) & (rep != original))
+    counts = np.bincount(np.concatenate([np.asarray(draw(k).replacement_BxK).ravel()
+                                         for k in jax.random.split(jax.random.key(0), 200)]), minlength=E)
+    np.testing.assert_allclose(counts / counts.sum(), 1 / E, atol=0.01)  # uniform over all E entities
+
+
 def test_epoch_batches_use_every_triple_once():
     triples = jnp.asarray(np.arange(30).reshape(10, 3), jnp.int32)
     b = jax.jit(lambda k: kgdata.epoch_batches({"triples": triples}, k, 4))(jax.random.key(0))
@@ -258,6 +294,55 @@ def test_blocked_negative_scores_and_their_gradient_equal_spelled_out_scoring(mo
     got, want = jax.jit(lambda p: (jax.value_and_grad(blocked)(p), jax.value_and_grad(spelled_out)(p)))(params)
     chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-5)
     assert np.count_nonzero(np.asarray(got[1]["entity"]).any(-1)) > 1
+
+
+@pytest.mark.parametrize("mode", kgdata.CORRUPT_MODES)
+@pytest.mark.parametrize("model", MODELS, ids=lambda m: f"{m.name}-p{m.p}")
+def test_shared_negative_scores_and_their_gradient_equal_spelled_out_scoring(model, mode):
+    """One draw of K replacements for the batch, (1, K): scored as a product or distance
+    table, values and gradients equal scoring every corrupted triple spelled out."""
+    params = kge.init(jax.random.key(4), model, 9, 3)
+    triples = jnp.array([[0, 1, 2], [3, 2, 4], [6, 0, 5], [1, 1, 1], [8, 2, 7]])
+    neg = kgdata.corrupt(jax.random.key(1), triples, num_entities=9, num_negatives=6, mode=mode, shared=True)
+    chex.assert_shape(neg.replacement_BxK, (1, 6))
+    chex.assert_shape((neg.heads_BxK, neg.tails_BxK), (5, 6))
+    weights = jax.random.normal(jax.random.key(2), (5, 6))
+
+    def shared(p):
+        return (weights * kge.score_corrupted(model, p, triples, neg.replacement_BxK, neg.corrupt_head)).sum()
+
+    def spelled_out(p):
+        return (weights * kge.score(model, p, neg.heads_BxK, triples[:, 1:2], neg.tails_BxK)).sum()
+
+    got, want = jax.jit(lambda p: (jax.value_and_grad(shared)(p), jax.value_and_grad(spelled_out)(p)))(params)
+    chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-5)
+    assert np.count_nonzero(np.asarray(got[1]["entity"]).any(-1)) > 1
+
+
+@pytest.mark.parametrize("kind", kge.DISTANCES)
+def test_pairwise_distances_and_their_hand_gradient_equal_autodiff_of_the_broadcast(kind):
+    """Float64, B = 5 rows against K = 7, one pair at distance 0 (where |u| has
+    autodiff's subgradient +1 and the modulus gradient 0)."""
+    with jax.enable_x64(True):
+        a = jax.random.normal(jax.random.key(0), (5, 8), jnp.float64)
+        b = jax.random.normal(jax.random.key(1), (7, 8), jnp.float64).at[3].set(a[2])
+        w = jax.random.normal(jax.random.key(2), (5, 7), jnp.float64)
+
+        def broadcast(a, b):
+            d = a[:, None] - b[None]
+            if kind == "l1":
+                return jnp.abs(d).sum(-1)
+            if kind == "squared":
+                return (d * d).sum(-1)
+            re, im = jnp.split(d, 2, -1)
+            return kge._safe_norm(re * re + im * im).sum(-1)
+
+        got = jax.value_and_grad(lambda a, b: (w * kge.pairwise_distances(a, b, kind)).sum(), (0, 1))(a, b)
+        want = jax.value_and_grad(lambda a, b: (w * broadcast(a, b)).sum(), (0, 1))(a, b)
+        chex.assert_trees_all_close(got, want, rtol=1e-12, atol=1e-12)
+        assert float(kge.pairwise_distances(a, b, kind)[2, 3]) == 0.0
+    with pytest.raises(ValueError, match="kind must be one of"):
+        kge.pairwise_distances(a, b, "l3")
 
 
 @pytest.mark.parametrize("model", MODELS[1:3], ids=lambda m: m.name)

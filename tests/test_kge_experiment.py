@@ -64,6 +64,13 @@ def test_subsampling_weights_and_lr_decay_train_the_grid(tmp_path):
     assert _summary(out)["test_mrr"] >= 0.5  # random ~0.05
 
 
+def test_negatives_shared_by_the_batch_train_the_grid(tmp_path):
+    out = tmp_path / "run"
+    assert cli_main(["exp", "transe", "--out", str(out), "--no-progress", "--negatives", "batch",
+                     "--filter-negatives", "--max-epochs", "30", "--eval-every", "10"]) == 0
+    assert _summary(out)["test_mrr"] >= 0.5  # random ~0.05
+
+
 @pytest.mark.parametrize("setup,flags,msg", [
     (None, ["--data", "/nonexistent/kg"], "--data /nonexistent/kg: no such directory"),
     ("bad_line", [], "train.txt:2: expected 3 tab-separated fields"),

@@ -261,9 +261,16 @@ def triple_set(triples_Nx3, num_entities: int, num_relations: int, *, size: int 
 
 def contains(known: TripleSet, h, r, t) -> jax.Array:
     """Whether each (h, r, t) (int arrays, broadcast together) is in `known`: a vectorised
-    binary search, ceil(log2(N + 1)) gathers per query."""
+    binary search, ceil(log2(N + 1)) gathers per query. When h and r broadcast to fewer
+    queries than t (e.g. (B, 1) positives against (B, K) candidate tails) the search is
+    narrowed: each (h, r) finds its run of known tails once, and each candidate searches only
+    that run (as many steps as the longest run in the batch needs)."""
     q = jnp.asarray(h, jnp.int32) * known.num_relations + jnp.asarray(r, jnp.int32)
-    q, t = jnp.broadcast_arrays(q, jnp.asarray(t, jnp.int32))
+    t = jnp.asarray(t, jnp.int32)
+    shape = jnp.broadcast_shapes(q.shape, t.shape)
+    if math.prod(q.shape) < math.prod(shape):
+        return _contains_narrowed(known, q, t, shape)
+    q, t = jnp.broadcast_arrays(q, t)
     n = known.pair_key_N.shape[0]
     lo = jnp.zeros(q.shape, jnp.int32)
     hi = jnp.full(q.shape, n, jnp.int32)
@@ -282,6 +289,23 @@ def contains(known: TripleSet, h, r, t) -> jax.Array:
     return (lo < n) & (known.pair_key_N[at] == q) & (known.tail_N[at] == t)
 
 
+def _contains_narrowed(known: TripleSet, q, t, shape) -> jax.Array:
+    n = known.pair_key_N.shape[0]
+    start = jnp.searchsorted(known.pair_key_N, q, side="left").astype(jnp.int32)
+    stop = jnp.searchsorted(known.pair_key_N, q, side="right").astype(jnp.int32)
+    start, stop, t = (jnp.broadcast_to(a, shape) for a in (start, stop, t))
+
+    def body(bounds):  # within [start, stop) the tails are sorted: find the first >= t
+        lo, hi = bounds
+        mid = (lo + hi) // 2
+        less = known.tail_N[jnp.minimum(mid, n - 1)] < t
+        active = lo < hi
+        return jnp.where(active & less, mid + 1, lo), jnp.where(active & ~less, mid, hi)
+
+    lo, _ = jax.lax.while_loop(lambda bounds: jnp.any(bounds[0] < bounds[1]), body, (start, stop))
+    return (lo < stop) & (known.tail_N[jnp.minimum(lo, n - 1)] == t)
+
+
 class Negatives(NamedTuple):
     """K corrupted triples per positive (h, r, t): the k-th replaces the head (where
     `corrupt_head`) or the tail by `replacement_BxK`; `heads_BxK`/`tails_BxK` spell the
@@ -290,13 +314,13 @@ class Negatives(NamedTuple):
 
     heads_BxK: jax.Array
     tails_BxK: jax.Array
-    replacement_BxK: jax.Array
+    replacement_BxK: jax.Array  # (1, K) when one draw is shared by the batch
     corrupt_head: jax.Array  # bool, (B, 1) when one side per positive, else (B, K)
     mask_BxK: jax.Array | None
 
 
 def corrupt(key, triples_Bx3, *, num_entities, num_negatives: int, mode: str = "both",
-            known: TripleSet | None = None, pool_P=None, pool_size=None) -> Negatives:
+            known: TripleSet | None = None, pool_P=None, pool_size=None, shared: bool = False) -> Negatives:
     """Draw `num_negatives` corruptions of each positive triple, on device.
 
     mode 'both': each positive replaces its head or its tail (a fair coin) in all its K
@@ -310,6 +334,14 @@ def corrupt(key, triples_Bx3, *, num_entities, num_negatives: int, mode: str = "
     pool_P, pool_size: draw replacements uniformly from the first `pool_size` ids of
     `pool_P` instead (e.g. the entities one federated client holds); the original entity
     may then be drawn, and is masked when `known` holds the positive.
+
+    shared: draw one set of K replacements for the whole batch (`replacement_BxK` of shape
+    (1, K); each positive still replaces its own head or tail with them), as PyTorch-BigGraph
+    shares negatives within a batch: each positive's K negatives are still K independent
+    uniform draws, only positives of one batch see the same ones, and the scoring becomes
+    one (B, D) x (D, K) product or distance table (`jaxdl.models.kge.score_corrupted`). The
+    draw is uniform over all entities, a replacement equal to the entity it replaces masked
+    out (from a pool: as above).
     """
     if mode not in CORRUPT_MODES:
         raise ValueError(f"mode must be one of {CORRUPT_MODES}, got {mode!r}")
@@ -323,14 +355,24 @@ def corrupt(key, triples_Bx3, *, num_entities, num_negatives: int, mode: str = "
     else:
         corrupt_head = jnp.full((B, 1), mode == "head")
     original = jnp.where(corrupt_head, h, t)
-    if pool_P is None:
+    rows = 1 if shared else B
+    if pool_P is None and not shared:
         draw = jax.random.randint(k_ent, (B, num_negatives), 0, num_entities - 1, dtype=jnp.int32)
         replacement = draw + (draw >= original)  # skip the original entity: uniform over the others
+    elif pool_P is None:
+        replacement = jax.random.randint(k_ent, (1, num_negatives), 0, num_entities, dtype=jnp.int32)
     else:
-        replacement = pool_P[jax.random.randint(k_ent, (B, num_negatives), 0, pool_size, dtype=jnp.int32)]
+        replacement = pool_P[jax.random.randint(k_ent, (rows, num_negatives), 0, pool_size, dtype=jnp.int32)]
     heads = jnp.where(corrupt_head, replacement, h)
     tails = jnp.where(corrupt_head, t, replacement)
-    mask = None if known is None else ~contains(known, heads, r, tails)
+    if known is None:
+        mask = None
+    elif mode == "tail":  # the positives' (h, r) against their candidate tails: a narrowed search
+        mask = ~contains(known, h, r, jnp.broadcast_to(replacement, (B, num_negatives)))
+    else:
+        mask = ~contains(known, heads, r, tails)
+    if shared and pool_P is None:
+        mask = (replacement != original) if mask is None else mask & (replacement != original)
     return Negatives(heads, tails, replacement, corrupt_head, mask)
 
 

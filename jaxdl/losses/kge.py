@@ -125,15 +125,16 @@ def n3_penalty(model: kge_models.KGEModel, params, triples_Bx3, mask_B=None):
 
 
 def batch_negatives(batch: dict, key, *, num_entities, num_negatives: int, corrupt_mode: str = "both",
-                    known: TripleSet | None = None) -> Negatives:
+                    known: TripleSet | None = None, shared: bool = False) -> Negatives:
     """The K negatives of each positive of `batch['triples']` (see `corrupt`). A batch may
     carry its own filter set ('known_key_N', 'known_tail_N', 'known_relations') and pool of
     replacements ('pool_E', 'pool_size'), e.g. one federated client's training triples and
-    entities (`jaxdl.train.federated.negative_extras`); they take precedence over `known`."""
+    entities (`jaxdl.train.federated.negative_extras`); they take precedence over `known`.
+    `shared`: one draw of K replacements for the whole batch (see `corrupt`)."""
     if "known_key_N" in batch:
         known = TripleSet(batch["known_key_N"], batch["known_tail_N"], batch["known_relations"])
     return corrupt(key, batch["triples"], num_entities=num_entities, num_negatives=num_negatives, mode=corrupt_mode,
-                   known=known, pool_P=batch.get("pool_E"), pool_size=batch.get("pool_size"))
+                   known=known, pool_P=batch.get("pool_E"), pool_size=batch.get("pool_size"), shared=shared)
 
 
 def kge_loss(model: kge_models.KGEModel, params, triples_Bx3, key, *, num_entities, num_negatives: int,
@@ -166,10 +167,12 @@ def kge_loss(model: kge_models.KGEModel, params, triples_Bx3, key, *, num_entiti
 
 def make_loss_fn(model: kge_models.KGEModel, *, num_entities, num_negatives: int, loss: str = "nssa",
                  temperature: float = 1.0, margin: float = 1.0, corrupt_mode: str = "both",
-                 known: TripleSet | None = None, regularizer: str = "none", regularizer_weight: float = 0.0):
+                 known: TripleSet | None = None, regularizer: str = "none", regularizer_weight: float = 0.0,
+                 shared_negatives: bool = False):
     """`loss_fn(params, batch, key) -> (loss, metrics)` for `make_train_step`; `batch` is
     {'triples': int32 (B, 3)} with an optional {'mask': bool (B,)} for padded rows and
-    {'weight': (B,)} for a weighted mean over the triples."""
+    {'weight': (B,)} for a weighted mean over the triples. `shared_negatives`: one draw of
+    K negatives per batch instead of per positive (see `jaxdl.data.kg.corrupt`)."""
     if loss not in LOSSES:
         raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
     if regularizer not in REGULARIZERS:
@@ -180,7 +183,7 @@ def make_loss_fn(model: kge_models.KGEModel, *, num_entities, num_negatives: int
 
     def loss_fn(params, batch, key):
         negatives = batch_negatives(batch, key, num_entities=num_entities, num_negatives=num_negatives,
-                                    corrupt_mode=corrupt_mode, known=known)
+                                    corrupt_mode=corrupt_mode, known=known, shared=shared_negatives)
         return kge_loss(model, params, batch["triples"], key, negatives=negatives, num_entities=num_entities,
                         num_negatives=num_negatives, loss=loss, temperature=temperature, margin=margin,
                         corrupt_mode=corrupt_mode, known=known, mask_B=batch.get("mask"),

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -225,11 +226,19 @@ def score_corrupted(model: KGEModel, params: dict, triples_Bx3, replacement_BxK,
     The negatives are scored `chunk` at a time (a `lax.scan` over K / chunk blocks of (B,
     chunk) replacements): XLA on CPU gathers and reduces a (B, chunk, D) block several
     times faster per element than one (B, K, D) gather.
+
+    A `replacement_BxK` of shape (1, K) is one set of K entities shared by the whole batch
+    (`jaxdl.data.kg.corrupt(shared=True)`): its K vectors are gathered once and scored
+    against every query vector, a (B, D) x (D, K) product for the bilinear models and the
+    distances of `pairwise_distances` for TransE and RotatE.
     """
     h, r, t = triples_Bx3[:, 0], triples_Bx3[:, 1], triples_Bx3[:, 2]
     tail_c_BxD = _query_vectors(model, params, h, r, tails=True)
     head_c_BxD = _query_vectors(model, params, t, r, tails=False)
-    B, K = replacement_BxK.shape
+    B, K = triples_Bx3.shape[0], replacement_BxK.shape[1]
+    if replacement_BxK.shape[0] == 1 and B > 1:
+        return _score_shared(model, params["entity"][replacement_BxK[0]], head_c_BxD, tail_c_BxD,
+                             jnp.asarray(corrupt_head))
     head_BxK = jnp.broadcast_to(jnp.asarray(corrupt_head), (B, K))
 
     def block(replacement_Bxk, head_Bxk):
@@ -243,6 +252,94 @@ def score_corrupted(model: KGEModel, params: dict, triples_Bx3, replacement_BxK,
               for a in (replacement_BxK, head_BxK)]
     _, scores_NxBxk = jax.lax.scan(lambda _, x: (None, block(*x)), None, tuple(blocks))
     return scores_NxBxk.transpose(1, 0, 2).reshape(B, K + pad)[:, :K]
+
+
+def _score_shared(model: KGEModel, e_KxD, head_c_BxD, tail_c_BxD, corrupt_head):
+    """scores_BxK of K shared entity vectors against each positive's head- or tail-query
+    vector (`corrupt_head` (B, 1) picks one per positive; (B, K), one per negative, scores
+    both and picks)."""
+    def against(c_BxD):
+        if model.name in ("distmult", "complex"):
+            return c_BxD @ e_KxD.T
+        if model.name == "rotate":
+            return model.gamma - pairwise_distances(c_BxD, e_KxD, "modulus")
+        if model.p == 1:
+            return model.gamma - pairwise_distances(c_BxD, e_KxD, "l1")
+        return model.gamma - _safe_norm(pairwise_distances(c_BxD, e_KxD, "squared"))
+
+    if corrupt_head.ndim == 2 and corrupt_head.shape[1] == 1:
+        return against(jnp.where(corrupt_head, head_c_BxD, tail_c_BxD))
+    return jnp.where(corrupt_head, against(head_c_BxD), against(tail_c_BxD))
+
+
+DISTANCES = ("l1", "squared", "modulus")
+
+
+def _distance_terms(kind: str, a_cols, b_cols):
+    """The (B, K) terms of one embedding coordinate; a_cols, b_cols hold its (B,) and (K,)
+    values (for 'modulus' two each: the real and the imaginary part)."""
+    diffs = [a[:, None] - b[None, :] for a, b in zip(a_cols, b_cols)]
+    if kind == "l1":
+        return jnp.abs(diffs[0])
+    if kind == "squared":
+        return diffs[0] * diffs[0]
+    return _safe_norm(diffs[0] * diffs[0] + diffs[1] * diffs[1])
+
+
+def _coordinates(kind: str, x_NxD):
+    """x's columns as the loop's operands: (D, N), or for 'modulus' ((D/2, N), (D/2, N))."""
+    if kind != "modulus":
+        return (x_NxD.T,)
+    re, im = jnp.split(x_NxD, 2, axis=-1)
+    return re.T, im.T
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(2,))
+def pairwise_distances(a_BxD, b_KxD, kind: str):
+    """distances_BxK between every row of a and every row of b: 'l1' sum_d |a_d - b_d|,
+    'squared' sum_d (a_d - b_d)^2, or 'modulus' sum_i |a_i - b_i| over complex entries
+    stored as [real half, imaginary half] (RotatE). Accumulated one coordinate at a time in
+    a (B, K) array, never a (B, K, D) broadcast; the gradient is written out the same way
+    (autodiff of the loop would store D (B, K) residuals): with g = dL/ddistance and
+    u = a_d - b_d, dL/da_d = sum_k g u' and dL/db_d = -sum_b g u', u' = sign(u) (+1 at 0, as
+    autodiff of |u|), 2u, or u / |a_i - b_i| (0 where that modulus is 0)."""
+    if kind not in DISTANCES:
+        raise ValueError(f"kind must be one of {DISTANCES}, got {kind!r}")
+    a_cols, b_cols = _coordinates(kind, a_BxD), _coordinates(kind, b_KxD)
+
+    def add(acc, cols):
+        return acc + _distance_terms(kind, *cols), None
+
+    zero = jnp.zeros((a_BxD.shape[0], b_KxD.shape[0]), jnp.result_type(a_BxD, b_KxD))
+    total, _ = jax.lax.scan(add, zero, (a_cols, b_cols), unroll=4)
+    return total
+
+
+def _pairwise_distances_fwd(a_BxD, b_KxD, kind):
+    return pairwise_distances(a_BxD, b_KxD, kind), (a_BxD, b_KxD)
+
+
+def _pairwise_distances_bwd(kind, residuals, g_BxK):
+    a_BxD, b_KxD = residuals
+    a_cols, b_cols = _coordinates(kind, a_BxD), _coordinates(kind, b_KxD)
+
+    def coordinate(cols):
+        diffs = [a[:, None] - b[None, :] for a, b in zip(*cols)]
+        if kind == "l1":
+            terms = (jnp.where(diffs[0] >= 0, g_BxK, -g_BxK),)
+        elif kind == "squared":
+            terms = (g_BxK * 2.0 * diffs[0],)
+        else:
+            sq = diffs[0] * diffs[0] + diffs[1] * diffs[1]
+            scale = g_BxK * jnp.where(sq > 0, jax.lax.rsqrt(jnp.where(sq > 0, sq, 1.0)), 0.0)
+            terms = (diffs[0] * scale, diffs[1] * scale)
+        return tuple(t.sum(1) for t in terms), tuple(-t.sum(0) for t in terms)
+
+    grad_a, grad_b = jax.lax.map(coordinate, (a_cols, b_cols))
+    return (jnp.concatenate(grad_a, 0).T.astype(a_BxD.dtype), jnp.concatenate(grad_b, 0).T.astype(b_KxD.dtype))
+
+
+pairwise_distances.defvjp(_pairwise_distances_fwd, _pairwise_distances_bwd)
 
 
 def _score_near(model: KGEModel, e_xD, c_xD):

@@ -14,7 +14,10 @@ and each d adds its gradient to the rows of h and r and subtracts it from the ro
 the batch loss is the mean over B positives (so every term is divided by B). The check
 scatters these into the entity and relation tables and compares them with `jax.grad` of
 `jaxdl.losses.kge` (float64, scoped). A second check differentiates through the weights
-(no `stop_gradient`) and must fail: the hand formula holds only with detached weights.
+(no `stop_gradient`) and must fail: the hand formula holds only with detached weights. A
+third draws one set of K replacements for the whole batch (`corrupt(shared=True)`): the
+formula is unchanged, and the training path's distance table with its written-out gradient
+(`jaxdl.models.kge.pairwise_distances`) must match it.
 
 ComplEx (Trouillon et al., 2016) with the N3 regulariser (Lacroix et al., 2018). Complex
 vectors are stored as [real half, imaginary half]; s = Re(sum_i h_i r_i conj(t_i)) is
@@ -106,6 +109,28 @@ def _autodiff(detach: bool):
             w = jax.nn.softmax(ALPHA * neg, axis=-1)  # deliberately not detached
             per = kge_losses.negative_sampling_loss(pos_scores_B=pos, neg_scores_BxK=neg, weights_BxK=w)
         return per.mean()
+
+    with jax.enable_x64(True):
+        p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
+        auto = jax.tree.map(np.asarray, jax.grad(loss)(p64))
+    return hand_gradient(params, triples, neg_h, neg_t), auto
+
+
+def _shared_autodiff():
+    """The same loss with one draw of K replacements shared by the batch, scored by the
+    training path (`score_corrupted` with (1, K) replacements: the L1 distance table and its
+    written-out gradient) against the hand formula on the spelled-out negatives."""
+    params, triples, _, _ = _problem()
+    rng = np.random.default_rng(20240902)
+    corrupt_head, draws_1xK = rng.random((B, 1)) < 0.5, rng.integers(0, E, (1, K))
+    neg_h = np.where(corrupt_head, draws_1xK, triples[:, :1])
+    neg_t = np.where(corrupt_head, triples[:, 2:], draws_1xK)
+    model = kge.KGEModel("transe", dim=D, gamma=GAMMA, p=1)
+
+    def loss(p):
+        pos = kge.score(model, p, triples[:, 0], triples[:, 1], triples[:, 2])
+        neg = kge.score_corrupted(model, p, jnp.asarray(triples), jnp.asarray(draws_1xK), jnp.asarray(corrupt_head))
+        return kge_losses.loss_from_scores(pos, neg, loss="nssa", temperature=ALPHA).mean()
 
     with jax.enable_x64(True):
         p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
@@ -219,6 +244,8 @@ def checks() -> list[Check]:
               lambda: _autodiff(detach=True), rtol=1e-9),
         Check("TransE-L1 NSSA loss with weights NOT detached (hand formula must fail)", "backprop", shapes,
               lambda: _autodiff(detach=False), rtol=1e-9, expect_fail=True),
+        Check("TransE-L1 NSSA loss, K negatives shared by the batch: d/d(entity, relation)", "backprop", shapes,
+              _shared_autodiff, rtol=1e-9),
         Check("ComplEx self-adversarial NSSA training loss: d/d(entity, relation)", "backprop", complex_shapes,
               lambda: _complex_autodiff(weight=0.0), rtol=1e-9),
         Check("N3 penalty of ComplEx triples: d/d(entity, relation) = 3 |z| z", "backprop",
