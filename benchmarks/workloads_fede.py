@@ -213,9 +213,16 @@ def _round_workload(ctx: BenchContext) -> dict:
     t_vmap, t_padded, t_seq, t_loop, t_steps = _interleaved([vmapped, padded, sequential, looped, looped_steps],
                                                             server_entity, key, repeats=repeats)
     t_run = t_seq if jax.default_backend() == "cpu" else t_vmap  # what the fede experiment runs here
+    # all five time one computation: the server's table after the round, against the per-client loop's
+    tables = {name: np.asarray(fn(server_entity, key)) for name, fn in (
+        ("vmap", vmapped), ("padded", padded), ("sequential", sequential), ("loop", looped),
+        ("loop_steps", looped_steps))}
+    agreement = {f"{name}_vs_loop_max_abs_diff": float(np.abs(table - tables["loop"]).max())
+                 for name, table in tables.items() if name != "loop"}
     sizes = split.sizes("train")
     return {"name": "fede_round_10_clients", "graph": graph, "clients": NUM_CLIENTS, **settings,
             "client_train_sizes": sizes.tolist(), "padding_waste": float(1 - sizes.mean() / sizes.max()),
+            "round_change_max_abs": float(np.abs(tables["loop"] - np.asarray(server_entity)).max()), **agreement,
             "vmap_round_ms": t_vmap["median_ms"], "vmap_round_p90_ms": t_vmap["p90_ms"],
             "vmap_padded_round_ms": t_padded["median_ms"], "vmap_padded_round_p90_ms": t_padded["p90_ms"],
             "speedup_packed_vs_padded": t_padded["median_ms"] / t_vmap["median_ms"],

@@ -145,12 +145,15 @@ def load_sentences(cfg: Config) -> tuple[list[list[str]], dict[str, int] | None]
 
 
 def summarize_epoch(metrics_S: dict) -> dict:
-    """Per-step metrics -> the epoch's, as shape-(1,) arrays for `fit`: mean loss per example
-    over the real examples (skipped steps carry zeros), and the epoch's counts."""
-    examples = metrics_S["examples"].sum()
-    return {"loss": (metrics_S["loss"].sum() / jnp.maximum(examples, 1))[None],
-            "examples": examples[None], "kept_tokens": metrics_S["kept_tokens"].sum()[None],
-            "dropped_tokens": metrics_S["dropped_tokens"].sum()[None], "finite": metrics_S["finite"].all()[None]}
+    """Per-step metrics (host arrays) -> the epoch's, as shape-(1,) arrays for `fit`: mean
+    loss per example over the real examples (skipped steps carry zeros), and the epoch's
+    counts. On the host: a few thousand numbers, not worth a compiled program."""
+    examples = np.sum(metrics_S["examples"])
+    loss = np.sum(metrics_S["loss"], dtype=np.float32) / np.float32(max(examples, 1))
+    return {"loss": np.asarray([loss], np.float32), "examples": np.asarray([examples]),
+            "kept_tokens": np.asarray([np.sum(metrics_S["kept_tokens"])]),
+            "dropped_tokens": np.asarray([np.sum(metrics_S["dropped_tokens"])]),
+            "finite": np.asarray([np.all(metrics_S["finite"])])}
 
 
 def with_epoch_stats(train_step):
@@ -206,11 +209,9 @@ def build(cfg: Config, sentences) -> Word2Vec:
     step = with_epoch_stats(skip_inactive(make_row_sparse_sgd_step(objective, lr_fn, check_grads=False)))
     run_epoch = make_scan_epoch(step, make_batches)
     data = text.device_corpus(corpus, keep)
-    summarize = jax.jit(summarize_epoch)
-
     def epoch_fn(state, key):
         state, metrics = run_epoch(state, data, key)
-        return state, summarize(metrics)
+        return state, summarize_epoch(jax.device_get(metrics))
 
     return Word2Vec(vocab, corpus, S, capacity, epoch_fn, lambda key: w2v.init(key, len(vocab), cfg.dim), step,
                     make_batches, data)

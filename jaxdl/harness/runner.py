@@ -88,11 +88,9 @@ def train(run: Run, cfg, task: Task, placed: devices.Placed, *, hint: str, label
                          f"(got {cfg.max_epochs}, {cfg.ckpt_every}, {task.eval_every})")
     epoch_fn = placed.epoch_fn
     if task.summarize is not None:
-        summarize = jax.jit(task.summarize)
-
         def epoch_fn(state, key):
             state, step_metrics = placed.epoch_fn(state, key)
-            return state, summarize(step_metrics)
+            return state, task.summarize(jax.device_get(step_metrics))
     key = jax.random.fold_in(jax.random.key(cfg.seed), 1)
     several = processes.count() > 1
     with signals.deferred() as received:

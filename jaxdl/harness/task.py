@@ -73,7 +73,7 @@ class Task:
     epoch: `Batches` or `Rounds`.
     loss_fn, optimizer: the step `make_train_step(loss_fn, optimizer)` (Batches); or
     train_step: a step the experiment built itself (it runs on one device).
-    summarize: optional jittable `step_metrics -> epoch_metrics` (leaves of shape (1,)),
+    summarize: optional `step_metrics -> epoch_metrics` on host (numpy) arrays (leaves of shape (1,)),
         for metrics that are not means over the steps.
     evaluate: `evaluate(params) -> {name: float}` every `eval_every` epochs and at the last.
     monitor: `(metric, 'max'|'min')` for early stopping with `patience` evaluations; the
