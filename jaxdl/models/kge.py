@@ -256,8 +256,8 @@ def score_corrupted(model: KGEModel, params: dict, triples_Bx3, replacement_BxK,
 
 def _score_shared(model: KGEModel, e_KxD, head_c_BxD, tail_c_BxD, corrupt_head):
     """scores_BxK of K shared entity vectors against each positive's head- or tail-query
-    vector (`corrupt_head` (B, 1) picks one per positive; (B, K), one per negative, scores
-    both and picks)."""
+    vector (`corrupt_head` of shape (B, 1) or () picks one per positive; (B, K), one per
+    negative, scores both and picks)."""
     def against(c_BxD):
         if model.name in ("distmult", "complex"):
             return c_BxD @ e_KxD.T
@@ -267,7 +267,7 @@ def _score_shared(model: KGEModel, e_KxD, head_c_BxD, tail_c_BxD, corrupt_head):
             return model.gamma - pairwise_distances(c_BxD, e_KxD, "l1")
         return model.gamma - _safe_norm(pairwise_distances(c_BxD, e_KxD, "squared"))
 
-    if corrupt_head.ndim == 2 and corrupt_head.shape[1] == 1:
+    if corrupt_head.ndim == 0 or corrupt_head.shape[-1] == 1:
         return against(jnp.where(corrupt_head, head_c_BxD, tail_c_BxD))
     return jnp.where(corrupt_head, against(head_c_BxD), against(tail_c_BxD))
 
