@@ -283,15 +283,22 @@ def test_blocked_negative_scores_and_their_gradient_equal_spelled_out_scoring(mo
     params = kge.init(jax.random.key(4), model, 9, 3)
     triples = jnp.array([[0, 1, 2], [3, 2, 4], [6, 0, 5], [1, 1, 1], [8, 2, 7]])
     neg = kgdata.corrupt(jax.random.key(1), triples, num_entities=9, num_negatives=21, mode="mixed")
-    weights = jax.random.normal(jax.random.key(2), (5, 21))  # a cotangent that is not all ones
+    _assert_scores_and_gradient_equal_spelled_out(model, params, triples, neg, chunk=4)
 
-    def blocked(p):
-        return (weights * kge.score_corrupted(model, p, triples, neg.replacement_BxK, neg.corrupt_head, chunk=4)).sum()
+
+def _assert_scores_and_gradient_equal_spelled_out(model, params, triples, neg, **score_kw):
+    """score_corrupted of `neg` (with `score_kw`) against every corrupted triple scored
+    spelled out: values and gradients, under a cotangent that is not all ones."""
+    weights = jax.random.normal(jax.random.key(2), neg.heads_BxK.shape)
+
+    def fast(p):
+        return (weights * kge.score_corrupted(model, p, triples, neg.replacement_BxK, neg.corrupt_head,
+                                              **score_kw)).sum()
 
     def spelled_out(p):
         return (weights * kge.score(model, p, neg.heads_BxK, triples[:, 1:2], neg.tails_BxK)).sum()
 
-    got, want = jax.jit(lambda p: (jax.value_and_grad(blocked)(p), jax.value_and_grad(spelled_out)(p)))(params)
+    got, want = jax.jit(lambda p: (jax.value_and_grad(fast)(p), jax.value_and_grad(spelled_out)(p)))(params)
     chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-5)
     assert np.count_nonzero(np.asarray(got[1]["entity"]).any(-1)) > 1
 
@@ -306,17 +313,7 @@ def test_shared_negative_scores_and_their_gradient_equal_spelled_out_scoring(mod
     neg = kgdata.corrupt(jax.random.key(1), triples, num_entities=9, num_negatives=6, mode=mode, shared=True)
     chex.assert_shape(neg.replacement_BxK, (1, 6))
     chex.assert_shape((neg.heads_BxK, neg.tails_BxK), (5, 6))
-    weights = jax.random.normal(jax.random.key(2), (5, 6))
-
-    def shared(p):
-        return (weights * kge.score_corrupted(model, p, triples, neg.replacement_BxK, neg.corrupt_head)).sum()
-
-    def spelled_out(p):
-        return (weights * kge.score(model, p, neg.heads_BxK, triples[:, 1:2], neg.tails_BxK)).sum()
-
-    got, want = jax.jit(lambda p: (jax.value_and_grad(shared)(p), jax.value_and_grad(spelled_out)(p)))(params)
-    chex.assert_trees_all_close(got, want, rtol=1e-4, atol=1e-5)
-    assert np.count_nonzero(np.asarray(got[1]["entity"]).any(-1)) > 1
+    _assert_scores_and_gradient_equal_spelled_out(model, params, triples, neg)
 
 
 @pytest.mark.parametrize("kind", kge.DISTANCES)

@@ -168,30 +168,17 @@ def _query_vectors(model: KGEModel, params: dict, known_B, r_B, *, tails: bool):
     return jnp.concatenate([re_x * re_r - im_x * im_r, re_x * im_r + im_x * re_r], -1)
 
 
-def score_against_all(model: KGEModel, c_BxD, entity_DxE, *, unroll: int = 4):
+def score_against_all(model: KGEModel, c_BxD, entity_DxE):
     """scores_BxE of every entity against the query vectors `c_BxD`. Bilinear models are one
-    matrix product; distance models accumulate over the embedding axis in a loop whose body
-    is vectorised over the entities (a (B, E) accumulator; never a (B, E, D) broadcast)."""
+    matrix product; distance models the table of `pairwise_distances` (a (B, E) accumulator
+    over the embedding axis, never a (B, E, D) broadcast; its gradient written out)."""
     if model.name in ("distmult", "complex"):
         return c_BxD @ entity_DxE
-    E = entity_DxE.shape[1]
-    zero = jnp.zeros((c_BxD.shape[0], E), c_BxD.dtype)
     if model.name == "rotate":
-        D = c_BxD.shape[1] // 2
-
-        def modulus(i, acc):
-            re = entity_DxE[i][None, :] - c_BxD[:, i][:, None]
-            im = entity_DxE[D + i][None, :] - c_BxD[:, D + i][:, None]
-            return acc + _safe_norm(re * re + im * im)
-
-        return model.gamma - jax.lax.fori_loop(0, D, modulus, zero, unroll=unroll)
-
-    def term(d, acc):
-        diff = entity_DxE[d][None, :] - c_BxD[:, d][:, None]
-        return acc + (jnp.abs(diff) if model.p == 1 else diff * diff)
-
-    total = jax.lax.fori_loop(0, c_BxD.shape[1], term, zero, unroll=unroll)
-    return model.gamma - (total if model.p == 1 else _safe_norm(total))
+        return model.gamma - pairwise_distances(c_BxD, entity_DxE.T, "modulus")
+    if model.p == 1:
+        return model.gamma - pairwise_distances(c_BxD, entity_DxE.T, "l1")
+    return model.gamma - _safe_norm(pairwise_distances(c_BxD, entity_DxE.T, "squared"))
 
 
 def score_all_tails(model: KGEModel, params: dict, h_B, r_B, entity_DxE=None):
@@ -258,27 +245,25 @@ def _score_shared(model: KGEModel, e_KxD, head_c_BxD, tail_c_BxD, corrupt_head):
     """scores_BxK of K shared entity vectors against each positive's head- or tail-query
     vector (`corrupt_head` of shape (B, 1) or () picks one per positive; (B, K), one per
     negative, scores both and picks)."""
-    def against(c_BxD):
-        if model.name in ("distmult", "complex"):
-            return c_BxD @ e_KxD.T
-        if model.name == "rotate":
-            return model.gamma - pairwise_distances(c_BxD, e_KxD, "modulus")
-        if model.p == 1:
-            return model.gamma - pairwise_distances(c_BxD, e_KxD, "l1")
-        return model.gamma - _safe_norm(pairwise_distances(c_BxD, e_KxD, "squared"))
-
+    e_DxK = e_KxD.T
     if corrupt_head.ndim == 0 or corrupt_head.shape[-1] == 1:
-        return against(jnp.where(corrupt_head, head_c_BxD, tail_c_BxD))
-    return jnp.where(corrupt_head, against(head_c_BxD), against(tail_c_BxD))
+        return score_against_all(model, jnp.where(corrupt_head, head_c_BxD, tail_c_BxD), e_DxK)
+    return jnp.where(corrupt_head, score_against_all(model, head_c_BxD, e_DxK),
+                     score_against_all(model, tail_c_BxD, e_DxK))
 
 
 DISTANCES = ("l1", "squared", "modulus")
 
 
+def _coordinate_diffs(a_cols, b_cols):
+    """The (B, K) differences a - b of one embedding coordinate; a_cols, b_cols hold its (B,)
+    and (K,) values (for 'modulus' two each: the real and the imaginary part)."""
+    return [a[:, None] - b[None, :] for a, b in zip(a_cols, b_cols)]
+
+
 def _distance_terms(kind: str, a_cols, b_cols):
-    """The (B, K) terms of one embedding coordinate; a_cols, b_cols hold its (B,) and (K,)
-    values (for 'modulus' two each: the real and the imaginary part)."""
-    diffs = [a[:, None] - b[None, :] for a, b in zip(a_cols, b_cols)]
+    """The (B, K) terms of one embedding coordinate (see `_coordinate_diffs`)."""
+    diffs = _coordinate_diffs(a_cols, b_cols)
     if kind == "l1":
         return jnp.abs(diffs[0])
     if kind == "squared":
@@ -324,7 +309,7 @@ def _pairwise_distances_bwd(kind, residuals, g_BxK):
     a_cols, b_cols = _coordinates(kind, a_BxD), _coordinates(kind, b_KxD)
 
     def coordinate(cols):
-        diffs = [a[:, None] - b[None, :] for a, b in zip(*cols)]
+        diffs = _coordinate_diffs(*cols)
         if kind == "l1":
             terms = (jnp.where(diffs[0] >= 0, g_BxK, -g_BxK),)
         elif kind == "squared":

@@ -110,10 +110,7 @@ def _autodiff(detach: bool):
             per = kge_losses.negative_sampling_loss(pos_scores_B=pos, neg_scores_BxK=neg, weights_BxK=w)
         return per.mean()
 
-    with jax.enable_x64(True):
-        p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
-        auto = jax.tree.map(np.asarray, jax.grad(loss)(p64))
-    return hand_gradient(params, triples, neg_h, neg_t), auto
+    return hand_gradient(params, triples, neg_h, neg_t), _float64_grad(loss, params)
 
 
 def _shared_autodiff():
@@ -132,10 +129,14 @@ def _shared_autodiff():
         neg = kge.score_corrupted(model, p, jnp.asarray(triples), jnp.asarray(draws_1xK), jnp.asarray(corrupt_head))
         return kge_losses.loss_from_scores(pos, neg, loss="nssa", temperature=ALPHA).mean()
 
+    return hand_gradient(params, triples, neg_h, neg_t), _float64_grad(loss, params)
+
+
+def _float64_grad(loss, params):
+    """jax.grad of `loss` at `params` in float64 (x64 scoped), as numpy arrays."""
     with jax.enable_x64(True):
         p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
-        auto = jax.tree.map(np.asarray, jax.grad(loss)(p64))
-    return hand_gradient(params, triples, neg_h, neg_t), auto
+        return jax.tree.map(np.asarray, jax.grad(loss)(p64))
 
 
 # ---------------------------------------------------------------------------------------
@@ -225,15 +226,13 @@ def _complex_autodiff(*, weight: float, per_part: bool = False):
 
 def _n3_autodiff():
     params, triples = _complex_problem()
-    with jax.enable_x64(True):
-        p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
-        auto = jax.grad(lambda p: LAMBDA * kge_losses.n3_penalty(COMPLEX, p, jnp.asarray(triples)))(p64)
+    auto = _float64_grad(lambda p: LAMBDA * kge_losses.n3_penalty(COMPLEX, p, jnp.asarray(triples)), params)
     g_ent, g_rel = np.zeros_like(params["entity"]), np.zeros_like(params["relation"])
     ent, rel = params["entity"], params["relation"]
     for side in (0, 2):
         np.add.at(g_ent, triples[:, side], LAMBDA / B * n3_gradient(ent[triples[:, side]]))
     np.add.at(g_rel, triples[:, 1], LAMBDA / B * n3_gradient(rel[triples[:, 1]]))
-    return {"entity": g_ent, "relation": g_rel}, jax.tree.map(np.asarray, auto)
+    return {"entity": g_ent, "relation": g_rel}, auto
 
 
 def checks() -> list[Check]:
