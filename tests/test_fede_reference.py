@@ -101,8 +101,8 @@ def test_reset_optimizer_equals_a_round_from_fresh_state(kg, split):
     s1, _ = keep(state, data, jax.random.key(1))  # moments now non-zero
     a, _ = reset(s1, data, jax.random.key(2))
     fresh = s1._replace(clients=s1.clients._replace(opt_state=jax.vmap(optimizer.init)(s1.clients.params)))
-    b, _ = keep(fresh, data, jax.random.key(2))
-    jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a, b)
+    b, _ = keep(fresh, data, jax.random.key(2))  # another program: equal up to float rounding
+    jax.tree.map(lambda x, y: np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-6, atol=1e-7), a, b)
     c, _ = keep(s1, data, jax.random.key(2))
     assert not np.allclose(c.server_entity, a.server_entity)  # carrying the moments over differs
 

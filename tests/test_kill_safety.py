@@ -1,9 +1,10 @@
 """Every training loop survives `kill -9`: each experiment, killed as soon as it has written its
 first checkpoint and resumed with `--resume`, ends with the same metrics.jsonl (byte for byte,
-in every sub-run) as the same run left alone. The harness gives every experiment the same
-checkpoints and resume, so this is one test for transe, each fede setting (`--setting all`,
-across its sub-runs), word2vec and interpret (mlp: tests/test_resume.py; a 2-process launch:
-tests/test_distributed.py)."""
+in every sub-run) as the same run left alone in a process with another hash seed; this is also
+these loops' same-seed-same-results test (tests/test_determinism.py). The harness gives every
+experiment the same checkpoints and resume, so this is one test for transe, each fede setting
+(`--setting all`, across its sub-runs), word2vec and interpret (mlp: tests/test_resume.py; a
+2-process launch: tests/test_distributed.py)."""
 from __future__ import annotations
 
 import os
@@ -29,9 +30,12 @@ LOOPS = {
 }
 
 
-def _jaxdl(*args, env, **kw):
+def _jaxdl(*args, env, hash_seed: int):
+    """`python -m jaxdl ARGS` with PYTHONHASHSEED `hash_seed`: each process of a test orders its
+    sets and dicts of str its own way, so agreeing runs are deterministic, not alike by chance."""
+    env = {**env, "PYTHONHASHSEED": str(hash_seed)}
     return subprocess.Popen([sys.executable, "-m", "jaxdl", *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, **kw)
+                            stderr=subprocess.PIPE, text=True)
 
 
 def _metrics(folder) -> dict:
@@ -42,8 +46,8 @@ def _metrics(folder) -> dict:
 def test_killed_and_resumed_is_bit_for_bit(name, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "JAXDL_REGISTRY": str(tmp_path / "registry")}
     flags = [*LOOPS[name], "--no-progress", "--no-tensorboard"]
-    reference = _jaxdl("exp", name, *flags, "--out", str(tmp_path / "ref"), env=env)
-    victim = _jaxdl("exp", name, *flags, "--out", str(tmp_path / "cut"), env=env)
+    reference = _jaxdl("exp", name, *flags, "--out", str(tmp_path / "ref"), env=env, hash_seed=1)
+    victim = _jaxdl("exp", name, *flags, "--out", str(tmp_path / "cut"), env=env, hash_seed=2)
     deadline = time.monotonic() + 300
     while victim.poll() is None and not list((tmp_path / "cut").rglob("checkpoints/[0-9]*")):
         assert time.monotonic() < deadline, "no checkpoint within 300 s"
@@ -52,7 +56,8 @@ def test_killed_and_resumed_is_bit_for_bit(name, tmp_path):
     if killed:
         os.kill(victim.pid, signal.SIGKILL)
     victim.wait(60)
-    resumed = _jaxdl("exp", name, "--resume", str(tmp_path / "cut"), "--no-progress", "--no-tensorboard", env=env)
+    resumed = _jaxdl("exp", name, "--resume", str(tmp_path / "cut"), "--no-progress", "--no-tensorboard", env=env,
+                     hash_seed=3)
     assert resumed.wait(300) == 0, resumed.stderr.read()
     assert reference.wait(300) == 0, reference.stderr.read()
     assert killed, f"{name} finished before it could be killed: make its run longer"
