@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import functools
 import json
 import types
 import typing
@@ -236,9 +237,15 @@ def _base_type(tp):
     return tp
 
 
+@functools.cache
+def _type_hints(cls) -> dict[str, Any]:
+    """typing.get_type_hints(cls), evaluated once per config class (it parses every annotation)."""
+    return typing.get_type_hints(cls)
+
+
 def choices_of(cls, name: str) -> tuple | None:
     """The allowed values of field `name`: its Literal type's, else its metadata's."""
-    tp = typing.get_type_hints(cls)[name]
+    tp = _type_hints(cls)[name]
     if typing.get_origin(tp) is Literal:
         return typing.get_args(tp)
     meta = next(f.metadata for f in dataclasses.fields(cls) if f.name == name) or {}
@@ -246,7 +253,7 @@ def choices_of(cls, name: str) -> tuple | None:
 
 
 def _field_types(cls) -> dict[str, type]:
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     return {f.name: _base_type(hints[f.name]) for f in dataclasses.fields(cls)}
 
 
@@ -310,7 +317,7 @@ def check_field_bounds(cfg) -> None:
 def check_field_types(cfg) -> None:
     """Every bool/int/float/str field holds a value of its type (a resumed run's config.json
     may not); ints are accepted for floats. Raise JaxdlError naming the flag."""
-    hints = typing.get_type_hints(type(cfg))
+    hints = _type_hints(type(cfg))
     for f in dataclasses.fields(cfg):
         tp, value = _base_type(hints[f.name]), getattr(cfg, f.name)
         if tp not in (bool, int, float, str) or (value is None and type(None) in typing.get_args(hints[f.name])):

@@ -26,7 +26,7 @@ import numpy as np
 import psutil
 import pytest
 
-from conftest import REPO
+from conftest import REPO, TEST_XLA_FLAGS
 from jaxdl.cli import main as cli_main
 from jaxdl.errors import JaxdlError
 
@@ -34,7 +34,7 @@ EPOCHS = 5
 ARGS = ["--max-epochs", str(EPOCHS), "--hidden", "32", "--ckpt-every", "2", "--no-progress"]
 KILL_BOUND_S = 20.0
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "JAX_PLATFORMS": "cpu"}
-ENV.pop("XLA_FLAGS", None)  # one device per process
+ENV["XLA_FLAGS"] = TEST_XLA_FLAGS  # the suite's compiler settings, and one device per process
 
 
 def _launch(*args, **kwargs):
