@@ -32,6 +32,14 @@ def run_cli(*args: str, timeout: float = 300, env: dict | None = None, cwd: Path
                           timeout=timeout, env=full_env, cwd=cwd or REPO)
 
 
+def pytest_collection_modifyitems(items):
+    """Modules holding end-to-end runs (marked slow) first, each module's tests kept together
+    (module fixtures are built once): the suite's two processes then share out the long runs
+    early, instead of one finishing its last long run while the other has nothing left."""
+    slow_modules = {item.module for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module not in slow_modules)
+
+
 @pytest.fixture
 def cli():
     return run_cli

@@ -39,6 +39,7 @@ def run_bench(*args: str, timeout: float = 1800):
                           timeout=timeout, env=env, cwd=REPO)
 
 
+@pytest.mark.slow
 def test_quick_bench_of_the_other_rooms_runs_every_workload(tmp_path):
     """The rooms beside core, briefly (in a test of their own, so the suite's processes
     share the work): no workload fails."""
@@ -58,6 +59,7 @@ def test_quick_bench_of_the_other_rooms_runs_every_workload(tmp_path):
     assert max(fede[f"{name}_vs_loop_max_abs_diff"] for name in ("vmap", "padded", "sequential")) <= 1e-6
 
 
+@pytest.mark.slow
 def test_quick_bench_writes_the_table_and_bench_json(tmp_path):
     out = tmp_path / "bench"
     proc = run_bench("--quick", "--only", "core", "--out", str(out), "--threads", "2")

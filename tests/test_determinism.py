@@ -1,11 +1,12 @@
 """Every experiment, run twice with the same seed on its SMOKE_ARGS, gives identical results.
 
 Found automatically: every module in experiments/ (`jaxdl.cli.experiment_names()`). One run
-is in this process, the other a fresh interpreter with another PYTHONHASHSEED started beside
-it, so neither jit caches nor Python's set/dict-of-str ordering can make them agree by
-accident. Compared: metrics.jsonl byte for byte (where the experiment trains), else the JSON
-results it writes, without wall-clock fields. This doubles as the smoke test of every
-experiment: both runs must exit 0 and leave a finished run folder. The loops that
+is a fresh interpreter with another PYTHONHASHSEED, the other this process, so neither jit
+caches nor Python's set/dict-of-str ordering can make them agree by accident (the second
+reads the first's programs from the compilation cache only where it traced the same HLO).
+Compared: metrics.jsonl byte for byte (where the experiment trains), else the JSON results
+it writes, without wall-clock fields. This doubles as the smoke test of every experiment:
+both runs must exit 0 and leave a finished run folder. The loops that
 tests/test_kill_safety.py runs twice (a reference and a killed-and-resumed run, in processes
 with different hash seeds, every sub-run's metrics compared byte for byte) are compared there.
 """
@@ -24,6 +25,8 @@ from conftest import REPO
 from test_kill_safety import LOOPS as KILLED_AND_RESUMED
 from jaxdl.cli import experiment_names, load_experiment
 from jaxdl.cli import main as cli_main
+
+pytestmark = pytest.mark.slow
 
 _WALL_CLOCK = re.compile(r"second|time|_ms$|per_s|throughput|speed|elapsed|duration")
 
@@ -55,13 +58,10 @@ def test_same_seed_same_results(name, tmp_path, monkeypatch, capsys):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONHASHSEED": "12345",
            "JAXDL_REGISTRY": str(tmp_path / "registry")}
     monkeypatch.setenv("JAXDL_REGISTRY", str(tmp_path / "registry"))
-    other = subprocess.Popen([sys.executable, "-m", "jaxdl", *args, "--out", str(tmp_path / "b")], cwd=REPO, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        assert cli_main([*args, "--out", str(tmp_path / "a")]) == 0, capsys.readouterr().err
-    finally:
-        _, err = other.communicate(timeout=600)
-    assert other.returncode == 0, err
+    other = subprocess.run([sys.executable, "-m", "jaxdl", *args, "--out", str(tmp_path / "b")], cwd=REPO, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=600)
+    assert other.returncode == 0, other.stderr
+    assert cli_main([*args, "--out", str(tmp_path / "a")]) == 0, capsys.readouterr().err
     a, b = _results(tmp_path / "a"), _results(tmp_path / "b")
     assert a, f"{name} wrote neither metrics.jsonl nor JSON results"
     assert a == b

@@ -196,6 +196,7 @@ def test_cli_suggests_what_was_meant(cli):
     assert "--model{transe,rotate,distmult,complex}" in help_text and "--optimizer{sgd,optax_sgd,momentum,adam,adamw}" in help_text
 
 
+@pytest.mark.slow
 def test_the_compile_cache_is_filled_once_and_read_back(tmp_path, cli):
     """A second run with the same shapes finds every program in the cache (no new entry) and
     trains to the same bytes; --no-compile-cache leaves no cache behind."""

@@ -99,6 +99,7 @@ def _clean_exit(proc: Proc, rc: int) -> str:
     return err
 
 
+@pytest.mark.slow
 def test_interrupted_every_way_and_resumed_equals_uninterrupted(tmp_path, env):
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
     ref = Proc(tmp_path, "ref", ["exp", "mlp", *FLAGS, "--max-epochs", "30", "--out", str(ref_dir)], env)
