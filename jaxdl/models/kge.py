@@ -226,17 +226,25 @@ def score_corrupted(model: KGEModel, params: dict, triples_Bx3, replacement_BxK,
     if replacement_BxK.shape[0] == 1 and B > 1:
         return _score_shared(model, params["entity"][replacement_BxK[0]], head_c_BxD, tail_c_BxD,
                              jnp.asarray(corrupt_head))
-    head_BxK = jnp.broadcast_to(jnp.asarray(corrupt_head), (B, K))
+    side = jnp.asarray(corrupt_head)
+    if side.ndim == 0 or side.shape[-1] == 1:  # one side per positive: one query vector each
+        c_BxD = jnp.where(side, head_c_BxD, tail_c_BxD)
 
-    def block(replacement_Bxk, head_Bxk):
-        c_BxkxD = jnp.where(head_Bxk[..., None], head_c_BxD[:, None, :], tail_c_BxD[:, None, :])
-        return _score_near(model, params["entity"][replacement_Bxk], c_BxkxD)
+        def block(replacement_Bxk):
+            return _score_near(model, params["entity"][replacement_Bxk], c_BxD[:, None, :])
 
+        per_negative = (replacement_BxK,)
+    else:  # a side per negative (B, K): a query vector per negative
+
+        def block(replacement_Bxk, head_Bxk):
+            c_BxkxD = jnp.where(head_Bxk[..., None], head_c_BxD[:, None, :], tail_c_BxD[:, None, :])
+            return _score_near(model, params["entity"][replacement_Bxk], c_BxkxD)
+
+        per_negative = (replacement_BxK, side)
     if K <= chunk:
-        return block(replacement_BxK, head_BxK)
+        return block(*per_negative)
     pad = -K % chunk
-    blocks = [jnp.pad(a, ((0, 0), (0, pad))).reshape(B, -1, chunk).transpose(1, 0, 2)
-              for a in (replacement_BxK, head_BxK)]
+    blocks = [jnp.pad(a, ((0, 0), (0, pad))).reshape(B, -1, chunk).transpose(1, 0, 2) for a in per_negative]
     _, scores_NxBxk = jax.lax.scan(lambda _, x: (None, block(*x)), None, tuple(blocks))
     return scores_NxBxk.transpose(1, 0, 2).reshape(B, K + pad)[:, :K]
 
