@@ -53,7 +53,7 @@ from jaxdl.train.step import init_state
 SETTINGS = {"dim": 50, "lr": 0.01, "batch_size": 256, "max_epochs": 100, "gamma": 9.0,
             "adversarial_temperature": 1.0, "neg": 16}
 # Reference PyKEEN 1.11.1 figures at these settings (gc.collect removed), kept in the record for
-# comparison (as `issue_pykeen`, the key earlier bench.json files use).
+# comparison as `target_reference_pykeen`.
 REFERENCE_PYKEEN = {"nations": {"epoch_ms": 45.0, "test_mrr": 0.445, "test_hits@10": 0.973},
                     "umls": {"epoch_ms": 93.0, "test_mrr": 0.753, "test_hits@10": 0.993}}
 
@@ -212,7 +212,7 @@ def _graph_workload(name: str):
                        "test_mrr_per_seed": [s["test_mrr"] for s in ours],
                        "test_mrr_last_epoch": _mean(s["test_mrr_last_epoch"] for s in ours),
                        "test_mrr_last_epoch_per_seed": [s["test_mrr_last_epoch"] for s in ours],
-                       "issue_pykeen": REFERENCE_PYKEEN[name]})
+                       "target_reference_pykeen": REFERENCE_PYKEEN[name]})
         if peer:
             record.update({"peer_pykeen_ms": statistics.median(p["epoch_ms"] for p in peer),
                            **{f"peer_pykeen_{k}": _mean(p[k] for p in peer) for k in METRICS if k in peer[0]},
