@@ -20,6 +20,12 @@ if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
 
 
+# Every process a test starts imports jaxdl afresh: let them share its compiled bytecode (the
+# gitignored __pycache__ folders) even where the environment tells Python not to write it.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
+
+
 def xla_flags(*flags: str) -> str:
     """XLA_FLAGS for a child process: the suite's own and `flags` (fake CPU devices, say)."""
     return " ".join([os.environ.get("XLA_FLAGS", ""), *flags]).strip()
