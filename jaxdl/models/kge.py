@@ -223,12 +223,12 @@ def score_corrupted(model: KGEModel, params: dict, triples_Bx3, replacement_BxK,
     tail_c_BxD = _query_vectors(model, params, h, r, tails=True)
     head_c_BxD = _query_vectors(model, params, t, r, tails=False)
     B, K = triples_Bx3.shape[0], replacement_BxK.shape[1]
-    if replacement_BxK.shape[0] == 1 and B > 1:
-        return _score_shared(model, params["entity"][replacement_BxK[0]], head_c_BxD, tail_c_BxD,
-                             jnp.asarray(corrupt_head))
     side = jnp.asarray(corrupt_head)
-    if side.ndim == 0 or side.shape[-1] == 1:  # one side per positive: one query vector each
-        c_BxD = jnp.where(side, head_c_BxD, tail_c_BxD)
+    one_side = side.ndim == 0 or side.shape[-1] == 1  # one side per positive: one query vector each
+    c_BxD = jnp.where(side, head_c_BxD, tail_c_BxD) if one_side else None
+    if replacement_BxK.shape[0] == 1 and B > 1:
+        return _score_shared(model, params["entity"][replacement_BxK[0]], head_c_BxD, tail_c_BxD, side, c_BxD)
+    if one_side:
 
         def block(replacement_Bxk):
             return _score_near(model, params["entity"][replacement_Bxk], c_BxD[:, None, :])
@@ -249,15 +249,14 @@ def score_corrupted(model: KGEModel, params: dict, triples_Bx3, replacement_BxK,
     return scores_NxBxk.transpose(1, 0, 2).reshape(B, K + pad)[:, :K]
 
 
-def _score_shared(model: KGEModel, e_KxD, head_c_BxD, tail_c_BxD, corrupt_head):
-    """scores_BxK of K shared entity vectors against each positive's head- or tail-query
-    vector (`corrupt_head` of shape (B, 1) or () picks one per positive; (B, K), one per
-    negative, scores both and picks)."""
+def _score_shared(model: KGEModel, e_KxD, head_c_BxD, tail_c_BxD, side, c_BxD):
+    """scores_BxK of K shared entity vectors against each positive's query vector `c_BxD` (one
+    side per positive), or, with `c_BxD` None, against both of its query vectors, picked per
+    negative by `side` (B, K)."""
     e_DxK = e_KxD.T
-    if corrupt_head.ndim == 0 or corrupt_head.shape[-1] == 1:
-        return score_against_all(model, jnp.where(corrupt_head, head_c_BxD, tail_c_BxD), e_DxK)
-    return jnp.where(corrupt_head, score_against_all(model, head_c_BxD, e_DxK),
-                     score_against_all(model, tail_c_BxD, e_DxK))
+    if c_BxD is not None:
+        return score_against_all(model, c_BxD, e_DxK)
+    return jnp.where(side, score_against_all(model, head_c_BxD, e_DxK), score_against_all(model, tail_c_BxD, e_DxK))
 
 
 DISTANCES = ("l1", "squared", "modulus")
