@@ -169,7 +169,8 @@ def file_cases(scratch: Path) -> list[Case]:
     made["mlp: IDX set of zero images"] = ("mlp", ["--dataset", "fashion_mnist", "--data-dir", str(fashion)])
     cases = []
     for name, (experiment, args) in made.items():
-        cases.append(Case("files", name, ["exp", experiment, *args, *_tail(experiment, scratch / f"file-{len(cases)}")]))
+        tail = _tail(experiment, scratch / f"file-{len(cases)}")
+        cases.append(Case("files", name, ["exp", experiment, *args, *tail]))
     return cases
 
 
@@ -188,14 +189,17 @@ def folder_cases(scratch: Path) -> list[Case]:
         "config.json: missing": lambda d: (d / "config.json").unlink(),
         "metrics.jsonl: a folder": lambda d: ((d / "metrics.jsonl").unlink(), (d / "metrics.jsonl").mkdir()),
         "metrics.jsonl: random bytes": lambda d: (d / "metrics.jsonl").write_bytes(os.urandom(500)),
-        "metrics.jsonl: a symlink": lambda d: ((d / "metrics.jsonl").unlink(), (d / "metrics.jsonl").symlink_to(victim)),
-        "run.lock: a symlink": lambda d: ((d / "run.lock").unlink(missing_ok=True), (d / "run.lock").symlink_to(victim)),
+        "metrics.jsonl: a symlink": lambda d: ((d / "metrics.jsonl").unlink(),
+                                               (d / "metrics.jsonl").symlink_to(victim)),
+        "run.lock: a symlink": lambda d: ((d / "run.lock").unlink(missing_ok=True),
+                                          (d / "run.lock").symlink_to(victim)),
         "run.lock: garbage": lambda d: (d / "run.lock").write_text("\0\0garbage"),
         "summary.json.tmp: a symlink": lambda d: (d / "summary.json.tmp").symlink_to(victim),
         "checkpoints: deleted": lambda d: _rmtree(d / "checkpoints"),
         "checkpoints: every file emptied": lambda d: [p.write_bytes(b"") for p in (d / "checkpoints").rglob("*")
                                                       if p.is_file()],
-        "checkpoints: a file for the folder": lambda d: (_rmtree(d / "checkpoints"), (d / "checkpoints").write_text("x")),
+        "checkpoints: a file for the folder": lambda d: (_rmtree(d / "checkpoints"),
+                                                         (d / "checkpoints").write_text("x")),
         "the run folder: a file": lambda d: (_rmtree(d), d.write_text("x")),
     }
     cases = []
@@ -288,8 +292,8 @@ def main(argv=None) -> int:
         print(f"{group:<8} " + " ".join(f"{v:>9}" for v in row.values()))
     refused = [c for c in cases if c.outcome == "refused"]
     if refused:
-        print(f"refusals: slowest {max(c.seconds for c in refused):.1f} s, largest {max(c.peak_rss for c in refused) / 2**20:.0f} MB "
-              "resident")
+        largest_mb = max(c.peak_rss for c in refused) / 2**20
+        print(f"refusals: slowest {max(c.seconds for c in refused):.1f} s, largest {largest_mb:.0f} MB resident")
     (out / "hostile.json").write_text(json.dumps({"table": table, "cases": [dataclasses.asdict(c) for c in cases]},
                                                  indent=1))
     print(out / "hostile.json")

@@ -204,10 +204,12 @@ def _graph_workload(name: str):
         ours = runs[chosen]
         record.update({"graph": name, "seeds": list(SEEDS), "entity_norm": chosen,
                        "valid_mrr_by_entity_norm": valid,
-                       "test_mrr_by_entity_norm": {c: _mean(s["test_mrr"] for s in runs[c]) for c in ENTITY_CONSTRAINTS},
+                       "test_mrr_by_entity_norm": {c: _mean(s["test_mrr"] for s in runs[c])
+                                                   for c in ENTITY_CONSTRAINTS},
                        "valid_mrr": valid[chosen],
                        "epoch_ms": statistics.median(1e3 * s["epoch_seconds"] for s in ours),
-                       "jit_ms": jit_ms[chosen], "jit_ms_by_entity_norm": jit_ms, "best_epoch": [s["best_epoch"] for s in ours],
+                       "jit_ms": jit_ms[chosen], "jit_ms_by_entity_norm": jit_ms,
+                       "best_epoch": [s["best_epoch"] for s in ours],
                        **{k: _mean(s[k] for s in ours) for k in METRICS},
                        "test_mrr_per_seed": [s["test_mrr"] for s in ours],
                        "test_mrr_last_epoch": _mean(s["test_mrr_last_epoch"] for s in ours),

@@ -343,7 +343,8 @@ def _gensim_workload(epochs: int, model_settings: dict):
             r["rho"] = wv.similarity_spearman(r["words"], r["vectors"], pairs)["spearman"] if pairs else None
         record.update({"seeds": list(seeds), "train_tokens": raw, **_jaxdl_figures(ours, raw, run_epochs)})
         if warm is not None:
-            record.update({"warm_train_ms": 1e3 * warm["seconds"], "warm_first_epoch_ms": 1e3 * warm["epoch_seconds"][0]})
+            record.update({"warm_train_ms": 1e3 * warm["seconds"],
+                           "warm_first_epoch_ms": 1e3 * warm["epoch_seconds"][0]})
         if pairs:
             sim_cov = wv.similarity_spearman(ours[0]["words"], ours[0]["vectors"], pairs)
             record.update({"rho": statistics.fmean(r["rho"] for r in ours), "rho_per_seed": [r["rho"] for r in ours],

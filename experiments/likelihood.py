@@ -163,8 +163,8 @@ def build(cfg: Config) -> harness.Task:
         if run.is_writer:
             run.write_json("claims.json", {"claims": found})
             plot(run.dir / "likelihood.png", x, y, result.params,
-                 title=f"y = {cfg.true_w:g} x {'-' if cfg.true_b < 0 else '+'} {abs(cfg.true_b):g} + N(0, {cfg.noise:g}^2), "
-                       f"{cfg.num_examples} points")
+                 title=f"y = {cfg.true_w:g} x {'-' if cfg.true_b < 0 else '+'} {abs(cfg.true_b):g} "
+                       f"+ N(0, {cfg.noise:g}^2), {cfg.num_examples} points")
         if failed:
             raise JaxdlError(f"claim failed: {failed[0]['claim']} ({len(failed)} of {len(found)}; see claims.json)")
         return {"claims": len(found), "all_hold": True, "w_hat": float(result.params["w"]),

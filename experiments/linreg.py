@@ -78,8 +78,9 @@ def build(cfg: Config) -> harness.Task:
 
     return harness.Task(
         state=init_state(linreg_init(k_init, X.shape[1], sigma=cfg.sigma), optimizer), loss_fn=loss_fn,
-        optimizer=optimizer, epoch=harness.Batches({"X": X, "y": y}, partial(shuffled_indices, batch_size=cfg.batch_size),
-                                                   load_batch=take_rows, batch_size=cfg.batch_size),
+        optimizer=optimizer,
+        epoch=harness.Batches({"X": X, "y": y}, partial(shuffled_indices, batch_size=cfg.batch_size),
+                              load_batch=take_rows, batch_size=cfg.batch_size),
         evaluate=evaluate, report=report,
         title=f"linear regression on synthetic data ({cfg.optimizer} lr {cfg.lr}, batch {cfg.batch_size})")
 
