@@ -12,9 +12,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 # The tests' programs are tiny, so compiling them is most of the suite's time. LLVM's level-0
 # code generation, and XLA:CPU's older loop emitters in place of its MLIR fusion emitters, build
-# them far sooner (the README's section on the tests has the figures). The programs (and what the tests check of them) are the same;
-# speed is measured by `make bench`, with XLA's defaults. Set before jax is imported, and
-# inherited by every process a test starts.
+# them far sooner (the README's section on the tests has the figures). The programs (and what
+# the tests check of them) are the same; speed is measured by `make bench`, with XLA's
+# defaults. Set before jax is imported, and inherited by every process a test starts.
 TEST_XLA_FLAGS = "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false"
 if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
