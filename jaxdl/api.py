@@ -17,7 +17,6 @@ from typing import Any
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from jaxdl.cli import load_experiment
 from jaxdl.config import make_config
@@ -55,6 +54,8 @@ def _saved_params(run_dir: Path):
     epochs = checkpoint_epochs(run_dir)
     if not epochs:
         return None
+    import orbax.checkpoint as ocp  # deferred: only reading a checkpoint needs orbax
+
     folder = (run_dir / CKPT_DIR / str(epochs[-1]) / "state").resolve()
     with ocp.StandardCheckpointer() as checkpointer:
         tree = checkpointer.restore(folder)

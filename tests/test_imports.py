@@ -30,3 +30,12 @@ def test_a_classifier_run_does_not_load_what_it_does_not_use():
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == ""
+
+
+def test_the_python_api_loads_orbax_only_to_read_a_checkpoint():
+    """`import jaxdl.api` (what `jaxdl.run` and `jaxdl.load_run` resolve to) leaves orbax out
+    until a checkpoint is read."""
+    code = "import sys, jaxdl.api; print('orbax.checkpoint' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"

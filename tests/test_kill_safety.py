@@ -30,12 +30,14 @@ LOOPS = {
 }
 
 
-def _jaxdl(*args, env, hash_seed: int):
+def _jaxdl(*args, env, hash_seed: int, stderr_path):
     """`python -m jaxdl ARGS` with PYTHONHASHSEED `hash_seed`: each process of a test orders its
-    sets and dicts of str its own way, so agreeing runs are deterministic, not alike by chance."""
+    sets and dicts of str its own way, so agreeing runs are deterministic, not alike by chance.
+    Its stderr goes to `stderr_path`, a file, so a talkative run never blocks on a full pipe."""
     env = {**env, "PYTHONHASHSEED": str(hash_seed)}
-    return subprocess.Popen([sys.executable, "-m", "jaxdl", *args], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    with open(stderr_path, "w") as stderr:
+        return subprocess.Popen([sys.executable, "-m", "jaxdl", *args], cwd=REPO, env=env,
+                                stdout=subprocess.DEVNULL, stderr=stderr)
 
 
 def _metrics(folder) -> dict:
@@ -46,11 +48,13 @@ def _metrics(folder) -> dict:
 def test_killed_and_resumed_is_bit_for_bit(name, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "JAXDL_REGISTRY": str(tmp_path / "registry")}
     flags = [*LOOPS[name], "--no-progress", "--no-tensorboard"]
-    reference = _jaxdl("exp", name, *flags, "--out", str(tmp_path / "ref"), env=env, hash_seed=1)
+    reference = _jaxdl("exp", name, *flags, "--out", str(tmp_path / "ref"), env=env, hash_seed=1,
+                       stderr_path=tmp_path / "ref.stderr")
     # The others read the reference's programs back from the compilation cache, which keys a
     # program by its HLO: one that traced differently would be compiled afresh.
-    assert reference.wait(300) == 0, reference.stderr.read()
-    victim = _jaxdl("exp", name, *flags, "--out", str(tmp_path / "cut"), env=env, hash_seed=2)
+    assert reference.wait(300) == 0, (tmp_path / "ref.stderr").read_text()
+    victim = _jaxdl("exp", name, *flags, "--out", str(tmp_path / "cut"), env=env, hash_seed=2,
+                    stderr_path=tmp_path / "cut.stderr")
     deadline = time.monotonic() + 300
     while victim.poll() is None and not list((tmp_path / "cut").rglob("checkpoints/[0-9]*")):
         assert time.monotonic() < deadline, "no checkpoint within 300 s"
@@ -60,8 +64,8 @@ def test_killed_and_resumed_is_bit_for_bit(name, tmp_path):
         os.kill(victim.pid, signal.SIGKILL)
     victim.wait(60)
     resumed = _jaxdl("exp", name, "--resume", str(tmp_path / "cut"), "--no-progress", "--no-tensorboard", env=env,
-                     hash_seed=3)
-    assert resumed.wait(300) == 0, resumed.stderr.read()
+                     hash_seed=3, stderr_path=tmp_path / "resumed.stderr")
+    assert resumed.wait(300) == 0, (tmp_path / "resumed.stderr").read_text()
     assert killed, f"{name} finished before it could be killed: make its run longer"
     ref, cut = _metrics(tmp_path / "ref"), _metrics(tmp_path / "cut")
     assert ref and ref.keys() == cut.keys() and ref == cut
