@@ -157,8 +157,9 @@ def check_coordinator(address: str, process_id: int | None, timeout: float, num_
             break
         except OSError as e:
             if time.monotonic() > deadline:
+                why = os.strerror(e.errno) if e.errno else e
                 raise JaxdlError(f"launch: could not reach the coordinator {address} within {timeout:g} s "
-                                 f"({os.strerror(e.errno) if e.errno else e}); start process 0 first, or check HOST:PORT") from None
+                                 f"({why}); start process 0 first, or check HOST:PORT") from None
             time.sleep(0.5)
     with peer:
         if num_processes is None:

@@ -46,7 +46,8 @@ def _params(run_dir: Path):
     import orbax.checkpoint as ocp
 
     last = max(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit())
-    return ocp.StandardCheckpointer().restore((run_dir / "checkpoints" / str(last) / "state").resolve())["state"]["params"]
+    folder = (run_dir / "checkpoints" / str(last) / "state").resolve()
+    return ocp.StandardCheckpointer().restore(folder)["state"]["params"]
 
 
 def _metrics(run_dir: Path) -> list[dict]:

@@ -230,7 +230,8 @@ def test_run_folder_of_another_experiment_or_config(trained_run, tmp_path, capsy
     run = _copy(trained_run, tmp_path)
     _fails_cleanly(capsys, ["exp", "mlp", "--resume", str(run)], "holds a 'softmax' run, not 'mlp'",
                    "python -m jaxdl exp softmax --resume")
-    _fails_cleanly(capsys, ["exp", "softmax", "--out", str(run)], "holds a finished run; choose another folder (or extend it: --resume")
+    _fails_cleanly(capsys, ["exp", "softmax", "--out", str(run)],
+                   "holds a finished run; choose another folder (or extend it: --resume")
     _fails_cleanly(capsys, ["exp", "softmax", "--resume", str(run), "--max-epochs", "2"],
                    "has reached epoch 3; give --max-epochs 3 or more")
     _fails_cleanly(capsys, ["exp", "softmax", "--resume", str(run), "--max-epochs", "4", "--seed", "1"],

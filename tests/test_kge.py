@@ -240,8 +240,8 @@ def test_scores_match_numpy_and_broadcast(model):
     assert params["entity"].shape == (E, model.entity_dim) and params["relation"].shape == (R, model.relation_dim)
     assert float(jnp.abs(params["entity"]).max()) <= a and float(jnp.abs(params["relation"]).max()) <= a
     h, r = jnp.array([0, 4, 2]), jnp.array([1, 2, 0])
-    all_tails, all_heads = jax.jit(lambda p: (kge.score_all_tails(model, p, h, r), kge.score_all_heads(model, p, r, h)))(
-        params)
+    all_tails, all_heads = jax.jit(
+        lambda p: (kge.score_all_tails(model, p, h, r), kge.score_all_heads(model, p, r, h)))(params)
     chex.assert_shape((all_tails, all_heads), (3, E))
     all_tails, all_heads = np.asarray(all_tails), np.asarray(all_heads)
     for b in range(3):
@@ -252,7 +252,8 @@ def test_scores_match_numpy_and_broadcast(model):
                                        rtol=1e-5, atol=1e-5)
     negs = jnp.array([[1, 2], [3, 3], [0, 4]])  # (B, K) tails against (B, 1) relations
     np.testing.assert_allclose(jax.jit(kge.score, static_argnums=0)(model, params, h[:, None], r[:, None], negs),
-                               np.take_along_axis(all_tails, np.asarray(negs), 1), rtol=1e-5, atol=1e-6)  # summed in another order
+                               np.take_along_axis(all_tails, np.asarray(negs), 1),
+                               rtol=1e-5, atol=1e-6)  # summed in another order
 
 
 @pytest.mark.parametrize("model", [MODELS[0], *MODELS[2:]], ids=lambda m: m.name)
@@ -415,7 +416,8 @@ def test_self_adversarial_weights_carry_no_gradient():
     chex.assert_trees_all_close(g, jax.jit(jax.grad(constant_weights, argnums=(0, 1)))(pos, neg), rtol=1e-6)
     g_through = jax.jit(jax.grad(through_weights, argnums=1))(pos, neg)
     assert np.max(np.abs(np.asarray(g[1]) - np.asarray(g_through))) > 1e-3  # the test can fail
-    assert float(jnp.abs(jax.grad(lambda n: kloss.self_adversarial_weights(n, temperature=alpha).sum())(neg)).max()) == 0
+    weights_grad = jax.grad(lambda n: kloss.self_adversarial_weights(n, temperature=alpha).sum())(neg)
+    assert float(jnp.abs(weights_grad).max()) == 0
 
 
 def test_temperature_to_zero_recovers_uniform_weights():

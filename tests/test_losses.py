@@ -37,7 +37,8 @@ def test_cross_entropy_forms_agree_where_naive_is_finite():
     naive = losses.cross_entropy_naive(logits=logits, labels=labels)
     stable = losses.cross_entropy(logits=logits, labels=labels)
     np.testing.assert_allclose(naive, stable, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(stable, optax.softmax_cross_entropy_with_integer_labels(logits, labels), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(stable, optax.softmax_cross_entropy_with_integer_labels(logits, labels),
+                               rtol=1e-5, atol=1e-6)
 
 
 def test_stable_cross_entropy_survives_huge_logits_naive_does_not():

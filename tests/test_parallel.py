@@ -150,7 +150,8 @@ def test_select_devices_rules():
     assert [d.id for d in select_devices("1:3", devices=devs)] == [1, 2]
     assert [d.id for d in select_devices("3,0", devices=devs)] == [3, 0]
     for spec, msg in [("5", "no device 5 (have 0..3)"), (":5", "only 4 device(s)"), (":0", "selects no device"),
-                      ("0,0", "duplicate"), ("1,7", "no device 7"), ("gpu", "expected 'all'"), ("-1,2", "no device -1")]:
+                      ("0,0", "duplicate"), ("1,7", "no device 7"), ("gpu", "expected 'all'"),
+                      ("-1,2", "no device -1")]:
         with pytest.raises(JaxdlError, match=re.escape(msg)):
             select_devices(spec, devices=devs)
 

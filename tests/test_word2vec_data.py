@@ -203,7 +203,8 @@ def _brute_force_pairs(corpus, keep_prob, key, window, capacity):
 
 def _pairs_of(batches):
     m = np.asarray(batches["mask"])
-    return collections.Counter(zip(np.asarray(batches["center"])[m].tolist(), np.asarray(batches["context"])[m].tolist()))
+    center, context = np.asarray(batches["center"])[m], np.asarray(batches["context"])[m]
+    return collections.Counter(zip(center.tolist(), context.tolist()))
 
 
 @pytest.mark.parametrize("window,capacity", [(3, None), (2, 150)])

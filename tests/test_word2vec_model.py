@@ -52,7 +52,8 @@ def test_negative_sampling_loss_is_the_masked_bce_and_stable():
     y = np.asarray(losses.positive_then_negatives(K))
     expected = (-np.log(1 / (1 + np.exp(-s[:, :1]))) * mask[:, :1]).sum(1) + \
         (-np.log(1 / (1 + np.exp(s[:, 1:]))) * mask[:, 1:]).sum(1)
-    got = losses.negative_sampling_loss(logits_BxT=jnp.asarray(s), labels_BxT=y[None], mask_BxT=jnp.asarray(mask, float))
+    got = losses.negative_sampling_loss(logits_BxT=jnp.asarray(s), labels_BxT=y[None],
+                                        mask_BxT=jnp.asarray(mask, float))
     np.testing.assert_allclose(got, expected, rtol=1e-5)
     extreme = jnp.array([[-1000.0, 1000.0], [1000.0, -1000.0]])
     out = losses.negative_sampling_loss(logits_BxT=extreme, labels_BxT=jnp.array([[1.0, 0.0]]),
@@ -129,7 +130,8 @@ def test_hand_row_gradients_equal_autodiff(kind, shared):
         (loss, aux), grads = objective.value_and_row_grads(rows, inputs)
         (ad_loss, ad_aux), ad_grads = jax.value_and_grad(objective.loss_on_rows, has_aux=True)(rows, inputs)
         chex.assert_trees_all_close(grads, ad_grads, rtol=1e-10, atol=1e-12)
-        assert float(loss) == pytest.approx(float(ad_loss), rel=1e-12) and int(aux["examples"]) == int(ad_aux["examples"])
+        assert float(loss) == pytest.approx(float(ad_loss), rel=1e-12)
+        assert int(aux["examples"]) == int(ad_aux["examples"])
         assert float(jnp.abs(grads["W_out"]).max()) > 1e-3  # not trivially zero
 
 

@@ -17,8 +17,10 @@ from jaxdl.data.download import default_cache_dir
 from jaxdl.errors import JaxdlError
 
 SPLIT_FILES = ("train.txt", "valid.txt", "test.txt")
-_PYKEEN = "https://raw.githubusercontent.com/pykeen/pykeen/05c7bbb20c952f3e5e958e694344ace4005b1bbb/src/pykeen/datasets"
-_VILLMOW = "https://raw.githubusercontent.com/villmow/datasets_knowledge_embedding/9e392453d6804d1f51c13e5650ae58ed48b638d5"
+_PYKEEN = ("https://raw.githubusercontent.com/pykeen/pykeen/05c7bbb20c952f3e5e958e694344ace4005b1bbb"
+           "/src/pykeen/datasets")
+_VILLMOW = ("https://raw.githubusercontent.com/villmow/datasets_knowledge_embedding"
+            "/9e392453d6804d1f51c13e5650ae58ed48b638d5")
 
 # name -> (URL prefix of the three files, or None: local only; {file: sha256})
 KG_SETS: dict[str, tuple[str | None, dict[str, str]]] = {

@@ -51,8 +51,8 @@ def initialize(*, coordinator: str | None = None, num_processes: int | None = No
                                    initialization_timeout=init_timeout, heartbeat_timeout_seconds=heartbeat_timeout,
                                    shutdown_timeout_seconds=shutdown_timeout)
     except (ValueError, TypeError) as e:
-        raise JaxdlError(f"launch: {str(e).rstrip('.')}; outside a scheduler give --nproc N, or --coordinator HOST:PORT "
-                         "--num-processes N --process-id I") from None
+        raise JaxdlError(f"launch: {str(e).rstrip('.')}; outside a scheduler give --nproc N, or "
+                         "--coordinator HOST:PORT --num-processes N --process-id I") from None
     except Exception as e:  # the coordinator could not be reached within init_timeout
         raise JaxdlError(f"launch: could not join the job at {coordinator or 'the detected coordinator'} "
                          f"({first_line(e)})") from None

@@ -49,6 +49,7 @@ def make_evaluator(apply_fn, splits: dict[str, tuple[np.ndarray, np.ndarray]], *
 
 def final_accuracy(apply_fn, params, data) -> dict:
     """Loss and accuracy of `params` on a ClassificationData's train and test splits, printed."""
-    scores = make_evaluator(apply_fn, {"train": (data.X_train, data.y_train), "test": (data.X_test, data.y_test)})(params)
+    splits = {"train": (data.X_train, data.y_train), "test": (data.X_test, data.y_test)}
+    scores = make_evaluator(apply_fn, splits)(params)
     print(f"test accuracy {scores['test_accuracy']:.4f}  train accuracy {scores['train_accuracy']:.4f}")
     return scores

@@ -91,7 +91,8 @@ class Checkpointer:
                                  f"--debug-nans")
         b = loop.best
         checkpoint.save(self.mngr, loop.epoch,
-                        {"state": host, "best_params": b.params if b.params is not None else params, "key": self.key_data},
+                        {"state": host, "best_params": b.params if b.params is not None else params,
+                         "key": self.key_data},
                         {"epoch": loop.epoch, "best_value": b.value, "best_epoch": b.epoch, "bad_evals": b.bad_evals,
                          "stopped_early": b.stopped_early})
         self.saved.add(loop.epoch)
