@@ -142,11 +142,15 @@ def test_corrupt_changes_exactly_one_side_uniformly(mode):
     np.testing.assert_allclose(counts[1:] / counts[1:].sum(), 1 / (E - 1), atol=0.01)
 
 
-def test_corrupt_filters_known_triples():
+@pytest.mark.parametrize("mode", kgdata.CORRUPT_MODES)
+def test_corrupt_filters_known_triples(mode):
+    """Every side: one per positive (both, head, tail: the narrowed search of its (h, r)'s
+    tails or (t, r)'s heads) or one per negative (mixed: the full search)."""
     g = _random_kg(2, E=6, R=2, n=50)
     known = kgdata.triple_set(g.train, g.num_entities, g.num_relations)
     batch = jnp.asarray(g.train)
-    neg = jax.jit(lambda k: kgdata.corrupt(k, batch, num_entities=6, num_negatives=20, known=known))(jax.random.key(3))
+    neg = jax.jit(lambda k: kgdata.corrupt(k, batch, num_entities=6, num_negatives=20, mode=mode, known=known))(
+        jax.random.key(3))
     truth = {tuple(t) for t in g.train.tolist()}
     r = np.broadcast_to(np.asarray(batch[:, 1:2]), neg.heads_BxK.shape)
     expect = [[(a, b, c) not in truth for a, b, c in zip(*row)] for row in zip(np.asarray(neg.heads_BxK), r,
@@ -168,6 +172,23 @@ def test_narrowed_membership_search_matches_python_set():
     truth = {tuple(x) for x in train.tolist()}
     np.testing.assert_array_equal(got, [[(h[i, 0], r[i, 0], c) in truth for c in t[i]] for i in range(6)])
     np.testing.assert_array_equal(got, kgdata.contains(known, np.broadcast_to(h, t.shape), r, t))
+    assert got[0].all() and not got.all()
+
+
+def test_narrowed_head_search_matches_python_set():
+    """(B, 1) positives against (B, K) candidate heads: each (t, r) finds its run of heads
+    once; the full search of the head side, and `contains` itself, agree."""
+    g = _random_kg(6, E=13, R=2, n=150)
+    train = np.concatenate([g.train, [[e, 0, 9] for e in range(13)]])  # (9, 0) is known with every head
+    known = kgdata.triple_set(train, 13, 2, size=len(train) + 3)
+    t = np.array([9, 0, 3, 12, 7, 9])[:, None]
+    r = np.array([0, 0, 1, 1, 0, 1])[:, None]
+    h = np.random.default_rng(1).integers(0, 13, (6, 20))
+    got = np.asarray(jax.jit(kgdata.contains_heads)(known, h, r, t))
+    truth = {tuple(x) for x in train.tolist()}
+    np.testing.assert_array_equal(got, [[(c, r[i, 0], t[i, 0]) in truth for c in h[i]] for i in range(6)])
+    np.testing.assert_array_equal(got, kgdata.contains_heads(known, h, r, np.broadcast_to(t, h.shape)))
+    np.testing.assert_array_equal(got, kgdata.contains(known, h, r, t))
     assert got[0].all() and not got.all()
 
 

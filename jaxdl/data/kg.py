@@ -232,44 +232,76 @@ CORRUPT_MODES = ("both", "mixed", "head", "tail")
 
 
 class TripleSet(NamedTuple):
-    """Known triples as lexicographically sorted (h * R + r, t) pairs, for membership tests
-    on device (`contains`). Padding rows (key int32 max) never match a real triple, so sets
-    of different sizes can be padded to one shape and stacked (e.g. one per client)."""
+    """Known triples, indexed both ways for membership tests on device (`contains`): each
+    (h, r, t) is kept as the pair (h * R + r, t), its tails by (h, r), and as the pair
+    (-(t * R + r) - 1, h), its heads by (t, r); the pairs are sorted lexicographically, the
+    head-side keys (negative) before the tail-side ones. Padding rows (key int32 max) never
+    match a real triple, so sets of different sizes can be padded to one shape and stacked
+    (e.g. one per client)."""
 
-    pair_key_N: jax.Array  # int32 h * num_relations + r, sorted
-    tail_N: jax.Array  # int32, sorted within equal keys
+    pair_key_N: jax.Array  # int32, h * R + r (tail side) or -(t * R + r) - 1 (head side), sorted
+    tail_N: jax.Array  # int32 answer: the tail (tail side) or the head (head side), sorted within equal keys
     num_relations: jax.Array  # int32 scalar
+
+
+def _tail_side_key(h, r, num_relations):
+    return h * num_relations + r
+
+
+def _head_side_key(t, r, num_relations):
+    return -(t * num_relations + r) - 1
 
 
 def triple_set(triples_Nx3, num_entities: int, num_relations: int, *, size: int | None = None) -> TripleSet:
     """Build a TripleSet from host triples (duplicates kept, harmless); `size` pads to a
-    fixed length (>= N)."""
+    fixed number of triples (>= N). Its arrays hold two entries per triple (2 * size)."""
     if num_entities * num_relations >= _PAD_KEY:
         raise JaxdlError(f"graph too large for int32 triple keys ({num_entities} entities x {num_relations} relations)")
     triples = np.asarray(triples_Nx3, np.int64).reshape(-1, 3)
-    key = triples[:, 0] * num_relations + triples[:, 1]
-    order = np.lexsort((triples[:, 2], key))
     size = len(triples) if size is None else size
     if size < len(triples):
         raise ValueError(f"size {size} < {len(triples)} triples")
-    pair_key = np.full(size, _PAD_KEY, np.int32)
-    tail = np.full(size, _PAD_KEY, np.int32)
-    pair_key[: len(triples)] = key[order]
-    tail[: len(triples)] = triples[order, 2]
+    h, r, t = triples.T
+    key = np.concatenate([_tail_side_key(h, r, num_relations), _head_side_key(t, r, num_relations)])
+    answer = np.concatenate([t, h])
+    order = np.lexsort((answer, key))
+    pair_key = np.full(2 * size, _PAD_KEY, np.int32)
+    tail = np.full(2 * size, _PAD_KEY, np.int32)
+    pair_key[: len(key)] = key[order]
+    tail[: len(key)] = answer[order]
     return TripleSet(jnp.asarray(pair_key), jnp.asarray(tail), jnp.asarray(num_relations, jnp.int32))
 
 
 def contains(known: TripleSet, h, r, t) -> jax.Array:
     """Whether each (h, r, t) (int arrays, broadcast together) is in `known`: a vectorised
-    binary search, ceil(log2(N + 1)) gathers per query. When h and r broadcast to fewer
+    binary search, ceil(log2(2N + 1)) gathers per query. When h and r broadcast to fewer
     queries than t (e.g. (B, 1) positives against (B, K) candidate tails) the search is
     narrowed: each (h, r) finds its run of known tails once, and each candidate searches only
-    that run (as many steps as the longest run in the batch needs)."""
-    q = jnp.asarray(h, jnp.int32) * known.num_relations + jnp.asarray(r, jnp.int32)
+    that run (as many steps as the longest run in the batch needs). `contains_heads` is the
+    same with the sides swapped."""
+    R = known.num_relations
+    q = _tail_side_key(jnp.asarray(h, jnp.int32), jnp.asarray(r, jnp.int32), R)
     t = jnp.asarray(t, jnp.int32)
     shape = jnp.broadcast_shapes(q.shape, t.shape)
     if math.prod(q.shape) < math.prod(shape):
         return _contains_narrowed(known, q, t, shape)
+    return _contains_full(known, q, t)
+
+
+def contains_heads(known: TripleSet, h, r, t) -> jax.Array:
+    """`contains`, searching the head side: narrowed when r and t broadcast to fewer queries
+    than h (e.g. (B, 1) positives against (B, K) candidate heads)."""
+    R = known.num_relations
+    q = _head_side_key(jnp.asarray(t, jnp.int32), jnp.asarray(r, jnp.int32), R)
+    h = jnp.asarray(h, jnp.int32)
+    shape = jnp.broadcast_shapes(q.shape, h.shape)
+    if math.prod(q.shape) < math.prod(shape):
+        return _contains_narrowed(known, q, h, shape)
+    return _contains_full(known, q, h)
+
+
+def _contains_full(known: TripleSet, q, t) -> jax.Array:
+    """Whether each (key q, answer t) pair is in `known`: a binary search over all its pairs."""
     q, t = jnp.broadcast_arrays(q, t)
     n = known.pair_key_N.shape[0]
     lo = jnp.zeros(q.shape, jnp.int32)
@@ -290,12 +322,13 @@ def contains(known: TripleSet, h, r, t) -> jax.Array:
 
 
 def _contains_narrowed(known: TripleSet, q, t, shape) -> jax.Array:
+    """`_contains_full` where each key q (fewer than `shape`) finds its run of answers once."""
     n = known.pair_key_N.shape[0]
     start = jnp.searchsorted(known.pair_key_N, q, side="left").astype(jnp.int32)
     stop = jnp.searchsorted(known.pair_key_N, q, side="right").astype(jnp.int32)
     start, stop, t = (jnp.broadcast_to(a, shape) for a in (start, stop, t))
 
-    def body(bounds):  # within [start, stop) the tails are sorted: find the first >= t
+    def body(bounds):  # within [start, stop) the answers are sorted: find the first >= t
         lo, hi = bounds
         mid = (lo + hi) // 2
         less = known.tail_N[jnp.minimum(mid, n - 1)] < t
@@ -367,10 +400,13 @@ def corrupt(key, triples_Bx3, *, num_entities, num_negatives: int, mode: str = "
     tails = jnp.where(corrupt_head, t, replacement)
     if known is None:
         mask = None
-    elif mode == "tail":  # the positives' (h, r) against their candidate tails: a narrowed search
-        mask = ~contains(known, h, r, jnp.broadcast_to(replacement, (B, num_negatives)))
-    else:
+    elif mode == "mixed":  # a side per negative: each searches all the known pairs
         mask = ~contains(known, heads, r, tails)
+    else:  # one side per positive: its (h, r) or (t, r) against the candidates, a narrowed search
+        R = known.num_relations
+        q = jnp.where(corrupt_head, _head_side_key(t, r, R), _tail_side_key(h, r, R))
+        mask = ~_contains_narrowed(known, q, jnp.broadcast_to(replacement, (B, num_negatives)),
+                                   (B, num_negatives))
     if shared and pool_P is None:
         mask = (replacement != original) if mask is None else mask & (replacement != original)
     return Negatives(heads, tails, replacement, corrupt_head, mask)
