@@ -50,6 +50,14 @@ batch `PYKEEN_EVAL_BATCH`) on `PYKEEN_EVAL_TRIPLES` random test triples (filtere
 `additional_filter_triples=[train, valid, test]`, the whole test set, as jaxdl's), scaled to
 the whole test set: `peer_pykeen_test_triples_timed`, `peer_pykeen_scale`.
 
+Negative filter (`kge_negatives_fb15k237`): drawing `NEG_BATCHES` batches of 512 training
+triples' 256 corruptions each (one side per positive, as `--corrupt both`) and masking those
+that are training triples (`jaxdl.data.kg.corrupt` with `known`: each positive searches only
+its (h, r)'s run of known tails or its (t, r)'s run of known heads), beside the same draw
+masked by a search over every known pair (`contains` on the (B, K) corrupted triples, as
+`--corrupt mixed` does) and the draw alone; `jit_ms`, `full_search_ms`, `draw_only_ms` per
+batch (median of `time_call`), `speedup_vs_full_search`; the masks are checked equal.
+
 Graphs: ../shared/data/kg/{fb15k237,umls} (benchmark only; skipped with a note when absent).
 Quick mode skips every workload here with a note: they take minutes.
 """
@@ -68,11 +76,11 @@ import psutil
 
 from benchmarks.peers import import_torch
 from benchmarks.registry import BenchContext, Workload
-from benchmarks.timing import time_once
+from benchmarks.timing import time_call, time_once
 from benchmarks.workloads_kge import pykeen_epoch_ms, pykeen_factories
 from jaxdl.cli import load_experiment
 from jaxdl.config import parse_config
-from jaxdl.data.kg import KG, load_kg
+from jaxdl.data.kg import KG, contains, corrupt, load_kg, triple_set
 from jaxdl.devices.memory import tree_bytes
 from jaxdl.eval.link_prediction import make_evaluator
 from jaxdl.models.kge import KGEModel
@@ -91,6 +99,7 @@ PYKEEN_BATCHES = 8  # PyKEEN's epoch timed on this many batches, scaled to the f
 PYKEEN_EPOCHS = 3  # of which the first is left out of the median
 PYKEEN_EVAL_TRIPLES = 1024  # test triples PyKEEN ranks (both directions), scaled to the whole test set
 PYKEEN_EVAL_BATCH = 256
+NEG_BATCHES = 20  # batches per timed call of the negative filter workload
 REFERENCE_NOTE = ("the FedE reference code's seconds per round on this split cannot be run from the bench; "
                   "its figure is recorded in the README")
 
@@ -359,6 +368,46 @@ def _eval_workload(ctx: BenchContext) -> dict:
     return record
 
 
+def _negatives_workload(ctx: BenchContext) -> dict:
+    name = "kge_negatives_fb15k237"
+    B, K = 512, 256
+    record: dict = {"name": name, "graph": "fb15k237", "batch_size": B, "neg": K, "corrupt": "both",
+                    "batches_per_call": NEG_BATCHES}
+    folder = _folder(ctx, "fb15k237", record)
+    if folder is None:
+        return record
+    kg = _graph(folder)
+    E, R = kg.num_entities, kg.num_relations
+    known = triple_set(kg.train, E, R)
+    rows = np.random.default_rng(0).integers(0, len(kg.train), (NEG_BATCHES, B))
+    batches_SxBx3 = jax.device_put(kg.train[rows])
+    keys = jax.random.split(jax.random.key(0), NEG_BATCHES)
+
+    def per_batch(draw):
+        return jax.jit(lambda keys, batches: jax.lax.map(lambda kb: draw(*kb), (keys, batches)))
+
+    def narrowed(key, batch):
+        return corrupt(key, batch, num_entities=E, num_negatives=K, mode="both", known=known).mask_BxK
+
+    def full_search(key, batch):
+        neg = corrupt(key, batch, num_entities=E, num_negatives=K, mode="both")
+        return ~contains(known, neg.heads_BxK, batch[:, 1:2], neg.tails_BxK)
+
+    def draw_only(key, batch):
+        return corrupt(key, batch, num_entities=E, num_negatives=K, mode="both").heads_BxK
+
+    fns = {"jit_ms": per_batch(narrowed), "full_search_ms": per_batch(full_search),
+           "draw_only_ms": per_batch(draw_only)}
+    masks = [np.asarray(fns[k](keys, batches_SxBx3)) for k in ("jit_ms", "full_search_ms")]
+    if not np.array_equal(*masks):
+        raise AssertionError(f"{name}: the narrowed and the full search disagree")
+    for field_name, fn in fns.items():
+        record[field_name] = time_call(fn, keys, batches_SxBx3, warmup=1, repeats=5)["median_ms"] / NEG_BATCHES
+    record.update({"masked_fraction": float(1 - masks[0].mean()),
+                   "speedup_vs_full_search": record["full_search_ms"] / record["jit_ms"]})
+    return record
+
+
 def workloads() -> list[Workload]:
     return [Workload("fede_round_umls_fed3", _fede_workload("fede_round_umls_fed3", "umls", 3, ROUNDS, validate=True),
                      group=GROUP),
@@ -374,4 +423,5 @@ def workloads() -> list[Workload]:
                      _fede_workload("fede_round_fb15k237_fed10_memory", "fb15k237", 10, 1, validate=False),
                      group=GROUP),
             Workload("kge_epoch_fb15k237", _epoch_workload, group=GROUP),
-            Workload("kge_eval_fb15k237", _eval_workload, group=GROUP)]
+            Workload("kge_eval_fb15k237", _eval_workload, group=GROUP),
+            Workload("kge_negatives_fb15k237", _negatives_workload, group=GROUP)]
