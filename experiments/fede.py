@@ -272,7 +272,7 @@ def setting_task(cfg: Config, setting: str, kg, split: fed_data.FederatedSplit) 
 
     return harness.Task(state=make_state, epoch=rounds, evaluate=evaluate,
                         eval_every=cfg.eval_every, monitor=("valid_mrr", "max"), patience=cfg.patience,
-                        params_of=params_of, report=report, plot=plot_round_curves,
+                        min_delta=cfg.min_delta, params_of=params_of, report=report, plot=plot_round_curves,
                         title=f"{setting} ({graph_name(kg)}, {len(split.clients)} clients; "
                               f"validation: {cfg.protocol} protocol)",
                         label=f"fede {setting}")

@@ -155,7 +155,8 @@ def task(cfg: Config, s: Setup) -> harness.Task:
         state=init_state(s.params, s.optimizer), loss_fn=s.loss_fn, optimizer=s.optimizer,
         epoch=harness.Batches(s.data, partial(epoch_batches, batch_size=cfg.batch_size), batch_size=cfg.batch_size),
         evaluate=make_evaluator(model, kg, splits=("valid",), batch_size=cfg.eval_batch_size or None),
-        eval_every=cfg.eval_every, monitor=("valid_mrr", "max"), patience=cfg.patience, report=report,
+        eval_every=cfg.eval_every, monitor=("valid_mrr", "max"), patience=cfg.patience, min_delta=cfg.min_delta,
+        report=report,
         title=f"{cfg.model} dim {cfg.dim} on {Path(cfg.data).name if cfg.data else 'the synthetic grid'} "
               f"({cfg.loss}, {cfg.neg} negatives, {cfg.optimizer} lr {cfg.lr})")
 

@@ -149,6 +149,8 @@ class KGEOptions(DataOptions):
     eval_every: int = field(default=5, metadata=doc("validation MRR every N epochs (rounds)", gt=0, le=1_000_000))
     patience: int = field(default=20, metadata=doc("stop after N validations without a better MRR", gt=0,
                                                        le=1_000_000))
+    min_delta: float = field(default=0.0, metadata=doc(
+        "a validation MRR is better only when it beats the best by more than this (0: any gain)", ge=0, lt=1))
 
     def validate(self) -> None:
         if self.model != "transe" and self.norm != 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 from dataclasses import field
 from functools import partial
 
@@ -44,6 +45,42 @@ def test_the_loop_calls_a_hook_of_ones_own_in_order_and_stops_when_asked():
     loop = fit(Loop(state=jnp.asarray(0.0), epoch=0, max_epochs=10), epoch_fn, jax.random.key(0), [Recorder()])
     assert loop.epoch == 3 and float(loop.state) == 3.0
     assert seen == [("start", 0), ("epoch", 1, 1.5), ("epoch", 2, 2.5), ("epoch", 3, 3.5), ("close", 3)]
+
+
+def _watched(values, *, mode="max", patience=2, min_delta=0.0):
+    """Feed `values` (None: an epoch without an evaluation) to EarlyStopping; the Loop after."""
+    evaluation = types.SimpleNamespace(params=None)
+    stopping = harness.hooks.EarlyStopping(evaluation, "valid_mrr", mode, patience, min_delta)
+    loop = Loop(state=None, epoch=0, max_epochs=len(values))
+    for epoch, value in enumerate(values, 1):
+        loop.epoch, loop.record = epoch, ({} if value is None else {"valid_mrr": value})
+        evaluation.params = None if value is None else {"from_epoch": epoch}
+        stopping.after_epoch(loop)
+        if loop.stop:
+            break
+    return loop
+
+
+def test_early_stopping_keeps_the_best_and_stops_after_patience_bad_evaluations():
+    loop = _watched([0.1, None, 0.3, 0.3, 0.5, 0.4, None, 0.45, 0.9])  # a tie is not better
+    assert (loop.epoch, loop.stop, loop.best.stopped_early) == (8, True, True)
+    assert (loop.best.value, loop.best.epoch, loop.best.params, loop.best.bad_evals) == (0.5, 5, {"from_epoch": 5}, 2)
+    loop = _watched([0.3, 0.3, 0.3, 0.3])
+    assert (loop.epoch, loop.best.epoch, loop.best.stopped_early) == (3, 1, True)
+    loop = _watched([0.5, 0.4, 0.3, 0.2], mode="min", patience=None)  # a falling loss; None: never stops
+    assert (loop.epoch, loop.stop, loop.best.value, loop.best.epoch, loop.best.bad_evals) == (4, False, 0.2, 4, 0)
+
+
+def test_early_stopping_counts_a_gain_below_min_delta_as_bad():
+    values = [0.30, 0.305, 0.315, 0.32, 0.324]
+    loop = _watched(values, patience=2, min_delta=0.01)  # 0.315 beats 0.30 by more than 0.01; the rest do not
+    assert (loop.epoch, loop.best.value, loop.best.epoch, loop.best.stopped_early) == (5, 0.315, 3, True)
+    loop = _watched(values, patience=2)  # without min_delta each small gain resets the count
+    assert (loop.best.epoch, loop.best.stopped_early) == (5, False)
+    loop = _watched([2.0, 1.95, 1.5], mode="min", patience=1, min_delta=0.1)
+    assert (loop.epoch, loop.best.value, loop.stop) == (2, 2.0, True)
+    with pytest.raises(ValueError, match="min_delta"):
+        harness.hooks.EarlyStopping(None, "valid_mrr", "max", 2, -0.1)
 
 
 def test_close_runs_even_when_a_hook_raises():

@@ -139,17 +139,21 @@ class Evaluate:
 
 class EarlyStopping:
     """Watches `metric` ('max' or 'min') after each evaluation: keeps the best params, and
-    stops after `patience` evaluations without improvement (None: never stops)."""
+    stops after `patience` evaluations without improvement (None: never stops). An
+    evaluation improves only when it beats the best by more than `min_delta`; a tie or a
+    smaller gain counts as a bad evaluation and leaves the best as it was."""
 
-    def __init__(self, evaluation: Evaluate, metric: str, mode: str, patience: int | None):
-        self.evaluation, self.metric, self.patience = evaluation, metric, patience
+    def __init__(self, evaluation: Evaluate, metric: str, mode: str, patience: int | None, min_delta: float = 0.0):
+        if mode not in ("max", "min") or min_delta < 0:
+            raise ValueError(f"mode must be 'max' or 'min' and min_delta >= 0, got {mode!r}, {min_delta}")
+        self.evaluation, self.metric, self.patience, self.min_delta = evaluation, metric, patience, min_delta
         self.sign = 1.0 if mode == "max" else -1.0
 
     def after_epoch(self, loop: Loop) -> None:
         if self.evaluation.params is None:
             return
         value, best = loop.record[self.metric], loop.best
-        if best.value is None or self.sign * value > self.sign * best.value:
+        if best.value is None or self.sign * (value - best.value) > self.min_delta:
             best.value, best.epoch, best.bad_evals, best.params = float(value), loop.epoch, 0, self.evaluation.params
         else:
             best.bad_evals += 1

@@ -112,7 +112,7 @@ def train(run: Run, cfg, task: Task, placed: devices.Placed, *, hint: str, label
                                         params_of=task.params_of)
             chain.append(evaluation)
             if task.monitor is not None:
-                chain.append(hooks.EarlyStopping(evaluation, *task.monitor, task.patience))
+                chain.append(hooks.EarlyStopping(evaluation, *task.monitor, task.patience, task.min_delta))
         chain += [hooks.MetricsLog(run), *_watchers(run, cfg, task, label), ckpt,
                   hooks.SignalStop(run, received, ckpt, agree=processes.first_signal if several else None)]
         t0 = time.perf_counter()

@@ -76,8 +76,9 @@ class Task:
     summarize: optional `step_metrics -> epoch_metrics` on host (numpy) arrays (leaves of shape (1,)),
         for metrics that are not means over the steps.
     evaluate: `evaluate(params) -> {name: float}` every `eval_every` epochs and at the last.
-    monitor: `(metric, 'max'|'min')` for early stopping with `patience` evaluations; the
-        best params are kept.
+    monitor: `(metric, 'max'|'min')` for early stopping with `patience` evaluations (an
+        evaluation improves when it beats the best by more than `min_delta`); the best
+        params are kept.
     params_of: host state -> the params to evaluate and keep.
     report: `report(run, result) -> summary` writes the experiment's outputs (files in
         `run.dir` when `run.is_writer`) and returns the summary's own fields.
@@ -95,6 +96,7 @@ class Task:
     eval_every: int = 1
     monitor: tuple[str, str] | None = None
     patience: int | None = None
+    min_delta: float = 0.0
     params_of: Callable = attrgetter("params")
     report: Callable[[Any, Result], dict] = field(default=lambda run, result: {})
     plot: Callable | None = plot_curves
