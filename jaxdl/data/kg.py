@@ -279,25 +279,24 @@ def contains(known: TripleSet, h, r, t) -> jax.Array:
     narrowed: each (h, r) finds its run of known tails once, and each candidate searches only
     that run (as many steps as the longest run in the batch needs). `contains_heads` is the
     same with the sides swapped."""
-    R = known.num_relations
-    q = _tail_side_key(jnp.asarray(h, jnp.int32), jnp.asarray(r, jnp.int32), R)
-    t = jnp.asarray(t, jnp.int32)
-    shape = jnp.broadcast_shapes(q.shape, t.shape)
-    if math.prod(q.shape) < math.prod(shape):
-        return _contains_narrowed(known, q, t, shape)
-    return _contains_full(known, q, t)
+    q = _tail_side_key(jnp.asarray(h, jnp.int32), jnp.asarray(r, jnp.int32), known.num_relations)
+    return _search(known, q, jnp.asarray(t, jnp.int32))
 
 
 def contains_heads(known: TripleSet, h, r, t) -> jax.Array:
     """`contains`, searching the head side: narrowed when r and t broadcast to fewer queries
     than h (e.g. (B, 1) positives against (B, K) candidate heads)."""
-    R = known.num_relations
-    q = _head_side_key(jnp.asarray(t, jnp.int32), jnp.asarray(r, jnp.int32), R)
-    h = jnp.asarray(h, jnp.int32)
-    shape = jnp.broadcast_shapes(q.shape, h.shape)
+    q = _head_side_key(jnp.asarray(t, jnp.int32), jnp.asarray(r, jnp.int32), known.num_relations)
+    return _search(known, q, jnp.asarray(h, jnp.int32))
+
+
+def _search(known: TripleSet, q, answer) -> jax.Array:
+    """Whether each (key q, answer) pair is in `known`: narrowed when the keys broadcast to
+    fewer queries than the answers, else a search over all the pairs."""
+    shape = jnp.broadcast_shapes(q.shape, answer.shape)
     if math.prod(q.shape) < math.prod(shape):
-        return _contains_narrowed(known, q, h, shape)
-    return _contains_full(known, q, h)
+        return _contains_narrowed(known, q, answer, shape)
+    return _contains_full(known, q, answer)
 
 
 def _contains_full(known: TripleSet, q, t) -> jax.Array:
@@ -405,8 +404,7 @@ def corrupt(key, triples_Bx3, *, num_entities, num_negatives: int, mode: str = "
     else:  # one side per positive: its (h, r) or (t, r) against the candidates, a narrowed search
         R = known.num_relations
         q = jnp.where(corrupt_head, _head_side_key(t, r, R), _tail_side_key(h, r, R))
-        mask = ~_contains_narrowed(known, q, jnp.broadcast_to(replacement, (B, num_negatives)),
-                                   (B, num_negatives))
+        mask = ~_search(known, q, jnp.broadcast_to(replacement, (B, num_negatives)))
     if shared and pool_P is None:
         mask = (replacement != original) if mask is None else mask & (replacement != original)
     return Negatives(heads, tails, replacement, corrupt_head, mask)
